@@ -1,0 +1,93 @@
+"""Defaults shared by every pretraining config, and the ``runlocal`` shrink for smoke runs.
+
+A config file's ``get_config(arg)`` starts from ``base()`` and overrides what its recipe changes.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """Parses ``"runlocal,key=value"`` style config args into a ConfigDict of ``defaults``."""
+    parsed = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in parsed:
+            raise ValueError(f"unknown config arg {key!r}: use one of {sorted(parsed)}.")
+        default = parsed[key]
+        parsed[key] = type(default)(value) if value else True
+    return parsed
+
+
+def base() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.method = "simclr"
+    config.dataset = "fashion_mnist"
+    config.image_size = ml_collections.FieldReference(None, field_type=int)
+    config.data_dir = ml_collections.FieldReference(None, field_type=str)
+    config.cache_dataset = True
+    config.shuffle_buffer = 50_000
+    config.seed = 0
+    config.dtype = "float32"
+
+    config.batch_size = 256  # global
+    config.epochs = 100.0
+    config.total_steps = ml_collections.FieldReference(None, field_type=int)  # wins over epochs
+    config.optimizer = "lars"
+    config.learning_rate = 0.3  # per 256 examples, scaled by lr_scaling
+    config.lr_scaling = "linear"
+    config.schedule = "cosine"
+    config.warmup_epochs = 10.0
+    config.weight_decay = 1e-6
+    config.momentum = 0.9
+
+    config.temperature = 0.5
+    config.model = ml_collections.ConfigDict(
+        dict(name="resnet18", width_multiplier=1.0, stem="cifar")
+    )
+    config.head = ml_collections.ConfigDict(dict(hidden_dim=2048, output_dim=128, num_layers=2))
+    config.augment = ml_collections.ConfigDict(
+        dict(
+            crop_scale=(0.08, 1.0),
+            jitter_strength=0.5,
+            jitter_prob=0.8,
+            grayscale_prob=0.2,
+            blur_prob=0.0,
+            flip=True,
+        )
+    )
+    config.knn = ml_collections.ConfigDict(
+        dict(
+            k=200,
+            temperature=0.1,
+            batch_size=1024,
+            max_memory_examples=ml_collections.FieldReference(None, field_type=int),
+            max_test_examples=ml_collections.FieldReference(None, field_type=int),
+        )
+    )
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 1000
+    config.eval_every_steps = 5000
+    config.keep_checkpoints = 3
+    return config
+
+
+def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A seconds-long run on a sliver of data that still logs, evaluates and checkpoints."""
+    config.batch_size = 32
+    config.total_steps = 4
+    config.warmup_epochs = 0.0
+    config.model.name = "resnet10"
+    config.model.width_multiplier = 0.125
+    config.head.hidden_dim = 64
+    config.head.output_dim = 32
+    config.knn.max_memory_examples = 512
+    config.knn.max_test_examples = 256
+    config.knn.batch_size = 256
+    config.shuffle_buffer = 1024
+    config.cache_dataset = False
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 2
+    config.eval_every_steps = 4
+    return config

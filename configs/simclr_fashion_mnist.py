@@ -1,0 +1,35 @@
+"""python -m ssl_jax.main --config=configs/simclr_fashion_mnist.py --workdir=workdirs/simclr_fmnist
+
+SimCLR on Fashion-MNIST sized for two CPU cores (~10 minutes): a narrow ResNet-10 with the CIFAR
+stem, grey-image augmentations (crop, flip, brightness/contrast), LARS. ``:runlocal`` shrinks it to
+a seconds-long smoke run.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg, runlocal=False)
+    config = common.base()
+    config.dataset = "fashion_mnist"
+    config.batch_size = 256
+    config.total_steps = 600
+    config.warmup_epochs = 0.5
+    config.learning_rate = 1.0
+    config.weight_decay = 1e-5
+    config.temperature = 0.2
+    config.model.name = "resnet10"
+    config.model.width_multiplier = 0.25
+    config.head.hidden_dim = 256
+    config.head.output_dim = 64
+    config.augment.crop_scale = (0.2, 1.0)
+    config.augment.jitter_strength = 0.5
+    config.knn.batch_size = 2048
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 200
+    config.eval_every_steps = 300
+    if args.runlocal:
+        common.shrink_for_runlocal(config)
+    return config

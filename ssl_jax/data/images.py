@@ -1,0 +1,216 @@
+"""Image input pipelines on tfds: each process reads its own slice and yields host-local uint8 batches.
+
+The order is a function of (seed, epoch), so a run resumed at step s sees the batches an
+uninterrupted run would have seen from step s on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# TensorFlow is only the input pipeline here: it must leave accelerators to JAX.
+tf.config.set_visible_devices([], "GPU")
+
+FOLDER_PREFIX = "folder:"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+    """What the trainer needs to know about a dataset.
+
+    Attributes:
+      name: tfds name, or ``folder:PATH``.
+      num_classes: label count, used by kNN and linear evaluation.
+      image_size: side of the square uint8 images the pipeline yields.
+      channels: 1 (grey) or 3.
+      train_split: split read for pretraining (may be unlabelled).
+      memory_split: labelled split whose features form the kNN memory bank.
+      test_split: labelled split evaluated against the memory bank.
+      fixed_size: True when every stored image already has ``image_size``; otherwise the host
+        resizes the shorter side and centre-crops.
+    """
+
+    name: str
+    num_classes: int
+    image_size: int
+    channels: int
+    train_split: str = "train"
+    memory_split: str = "train"
+    test_split: str = "test"
+    fixed_size: bool = True
+
+
+DATASETS = {
+    "fashion_mnist": ImageDataset("fashion_mnist", 10, 28, 1),
+    "mnist": ImageDataset("mnist", 10, 28, 1),
+    "cifar10": ImageDataset("cifar10", 10, 32, 3),
+    "cifar100": ImageDataset("cifar100", 100, 32, 3),
+    "stl10": ImageDataset("stl10", 10, 96, 3, train_split="train+unlabelled"),
+    "imagenet2012": ImageDataset(
+        "imagenet2012", 1000, 224, 3, test_split="validation", fixed_size=False
+    ),
+}
+
+INSTALL_HINTS = {
+    "fashion_mnist": "apt-get install -y dataset-fashion-mnist && "
+    "python -m ssl_jax.data.prepare fashion_mnist",
+    "imagenet2012": "place ILSVRC2012_img_{train,val}.tar in ~/tensorflow_datasets/downloads/manual "
+    "and run python -m ssl_jax.data.prepare imagenet2012",
+}
+
+
+def builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """The tfds builder behind ``name`` (``folder:PATH`` → ``tfds.ImageFolder``)."""
+    if name.startswith(FOLDER_PREFIX):
+        return tfds.ImageFolder(name[len(FOLDER_PREFIX) :])
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def describe(name: str, image_size: int | None = None, data_dir: str | None = None) -> ImageDataset:
+    """The ``ImageDataset`` for a tfds name or ``folder:PATH``; ``image_size`` overrides the side.
+
+    Raises:
+      ValueError: unknown name, or a folder without the ``train``/``test`` class-folder layout.
+    """
+    if name.startswith(FOLDER_PREFIX):
+        path = name[len(FOLDER_PREFIX) :]
+        if not os.path.isdir(path):
+            raise ValueError(f"dataset {name!r}: folder {path!r} does not exist.")
+        info = builder(name).info
+        splits = set(info.splits.keys())
+        if not {"train", "test"} <= splits:
+            raise ValueError(
+                f"dataset {name!r}: expected {path}/train/<class>/*.jpg and {path}/test/<class>/*;"
+                f" found splits {sorted(splits)}."
+            )
+        return ImageDataset(
+            name, info.features["label"].num_classes, image_size or 224, 3, fixed_size=False
+        )
+    if name not in DATASETS:
+        known = ", ".join(sorted(DATASETS))
+        raise ValueError(f"unknown dataset {name!r}: use one of {known} or folder:PATH.")
+    dataset = DATASETS[name]
+    if image_size and image_size != dataset.image_size:
+        dataset = dataclasses.replace(dataset, image_size=image_size, fixed_size=False)
+    return dataset
+
+
+def missing_data_message(name: str, data_dir: str | None = None) -> str | None:
+    """None when ``name`` can be read now; otherwise one line saying how to make it readable."""
+    if name.startswith(FOLDER_PREFIX):
+        return None
+    if builder(name, data_dir).is_prepared():
+        return None
+    hint = INSTALL_HINTS.get(name, f"python -m ssl_jax.data.prepare {name}")
+    return f"dataset {name!r} is not prepared in the tfds data dir; run: {hint}"
+
+
+def _preprocess(dataset: ImageDataset):
+    def fn(example):
+        image = example["image"]
+        if not dataset.fixed_size:
+            # Shorter side to the target, centre crop: fixed shapes for the on-device augmentation.
+            size = dataset.image_size
+            shape = tf.cast(tf.shape(image)[:2], tf.float32)
+            scale = size / tf.reduce_min(shape)
+            new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+            image = tf.image.resize(image, new_shape, antialias=True)
+            image = tf.image.resize_with_crop_or_pad(image, size, size)
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        image = tf.ensure_shape(image, [dataset.image_size, dataset.image_size, dataset.channels])
+        label = example.get("label", tf.constant(-1, tf.int64))
+        return {"image": image, "label": tf.cast(label, tf.int32)}
+
+    return fn
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = max(2, min(os.cpu_count() or 2, 16))
+    return options
+
+
+def _process_split(split: str, process_index: int, process_count: int) -> str:
+    return tfds.split_for_jax_process(
+        split, process_index=process_index, process_count=process_count, drop_remainder=True
+    )
+
+
+def num_examples(dataset: ImageDataset, split: str, data_dir: str | None = None) -> int:
+    return builder(dataset.name, data_dir).info.splits[split].num_examples
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible shuffle seed for each (seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def train_batches(
+    dataset: ImageDataset,
+    *,
+    local_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle_buffer: int = 50_000,
+    cache: bool = True,
+    data_dir: str | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless host-local batches ``{"image": uint8 [b, S, S, C], "label": int32 [b]}``.
+
+    Epoch e is this process's slice of the train split in an order fixed by (seed, e), cut into
+    full batches; iteration starts at ``start_step`` batches in, so a resumed run continues with
+    exactly the batches an uninterrupted run would have seen.
+    """
+    split = _process_split(dataset.train_split, process_index, process_count)
+    steps_per_epoch = num_examples(dataset, dataset.train_split, data_dir) // process_count
+    steps_per_epoch //= local_batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size is larger than one process's share of {dataset.name}/"
+            f"{dataset.train_split}; lower batch_size."
+        )
+    source = builder(dataset.name, data_dir)
+    read_config = tfds.ReadConfig(options=_options())
+    base = source.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    base = base.map(_preprocess(dataset), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        base = base.cache()
+    epoch, offset = divmod(start_step, steps_per_epoch)
+    while True:
+        ordered = base.shuffle(shuffle_buffer, seed=epoch_seed(seed, epoch))
+        batches = ordered.batch(local_batch_size, drop_remainder=True).skip(offset)
+        yield from batches.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        epoch, offset = epoch + 1, 0
+
+
+def load_split(
+    dataset: ImageDataset,
+    split: str,
+    *,
+    max_examples: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    data_dir: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """This process's slice of a labelled split, in stored order, as (uint8 images, int32 labels)."""
+    if max_examples:
+        split = f"{split}[:{max_examples}]"
+    split = _process_split(split, process_index, process_count)
+    source = builder(dataset.name, data_dir)
+    read_config = tfds.ReadConfig(options=_options())
+    ds = source.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    ds = ds.map(_preprocess(dataset), num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    images, labels = [], []
+    for batch in ds.as_numpy_iterator():
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    return np.concatenate(images), np.concatenate(labels)

@@ -1,0 +1,79 @@
+"""Builds tfds datasets offline from local copies of their source files.
+
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; everything else uses tfds's download.
+Run as ``python -m ssl_jax.data.prepare fashion_mnist``; safe to run again (it does nothing then).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import sys
+import tempfile
+
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEBIAN_INSTALL_HINT = "sudo apt-get install -y dataset-fashion-mnist"
+
+# Debian re-gzipped the upstream files without the stored name; the deflate streams are intact.
+# Upstream headers carry FNAME and these modification times (values from the upstream archives).
+_UPSTREAM_MTIME = {"train": 1504176606, "t10k": 1504176627}
+_GZIP_FLAG_FNAME = 0x08
+
+
+def restore_upstream_gzip(src: str, dst: str) -> None:
+    """Rewrites ``src``'s 10-byte gzip header into the upstream one, writing ``dst`` atomically."""
+    with open(src, "rb") as f:
+        data = f.read()
+    magic, method, flags = data[:2], data[2], data[3]
+    if magic != b"\x1f\x8b" or method != 8 or flags != 0:
+        raise ValueError(f"{src}: not a plain deflate gzip file without optional header fields.")
+    name = os.path.basename(src)[: -len(".gz")]
+    mtime = _UPSTREAM_MTIME[name.split("-")[0]]
+    header = b"\x1f\x8b" + bytes([8, _GZIP_FLAG_FNAME]) + struct.pack("<I", mtime) + data[8:10]
+    _write_atomically(dst, header + name.encode("latin-1") + b"\0" + data[10:])
+    with gzip.open(dst) as f:  # fails loudly unless the header is well formed
+        f.read(16)
+
+
+def _write_atomically(path: str, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, path)
+
+
+def prepare(name: str, data_dir: str | None = None) -> None:
+    """Makes ``tfds.load(name, data_dir=data_dir)`` work; a no-op when it already does."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        print(f"{name} is already prepared in {builder.data_dir}")
+        return
+    if name == "fashion_mnist" and os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
+        manual_dir = os.path.join(os.path.dirname(builder.data_dir), "manual")
+        os.makedirs(manual_dir, exist_ok=True)
+        for file_name in sorted(os.listdir(DEBIAN_FASHION_MNIST_DIR)):
+            if file_name.endswith(".gz"):
+                restore_upstream_gzip(
+                    os.path.join(DEBIAN_FASHION_MNIST_DIR, file_name),
+                    os.path.join(manual_dir, file_name),
+                )
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+        # tfds takes a URL's file from manual_dir when one of that name is there.
+        builder.download_and_prepare(download_config=config)
+    else:
+        builder.download_and_prepare()
+    print(f"prepared {name} in {builder.data_dir}")
+
+
+def main(argv: list[str]) -> None:
+    names = argv[1:] or ["fashion_mnist"]
+    data_dir = os.environ.get("TFDS_DATA_DIR") or None
+    for name in names:
+        prepare(name, data_dir)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

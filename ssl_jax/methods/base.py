@@ -1,0 +1,37 @@
+"""What a self-supervised method provides to the one generic trainer.
+
+A method is a bundle of pure functions; the trainer never branches on which method it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+
+# (rng, sample_images uint8 [b, H, W, C]) -> {"params": ..., "batch_stats": ..., "extra": ...}
+InitFn = Callable[[jax.Array, jax.Array], dict[str, Any]]
+# (params, state, batch, rng, axis_name) -> (loss, (new_batch_stats, metrics dict))
+# The loss's value is the global one; its gradient is this device's share of the global
+# gradient, so the trainer sums parameter gradients over devices.
+LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
+# (state) -> state: method state updated after the optimiser step (EMA encoders, queues).
+AfterUpdateFn = Callable[[Any], Any]
+# (variables, images uint8 [b, H, W, C]) -> features float32 [b, F], in evaluation mode.
+EncodeFn = Callable[[dict[str, Any], jax.Array], jax.Array]
+
+
+def _unchanged(state: Any) -> Any:
+    return state
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """The pure functions that define a method."""
+
+    name: str
+    init: InitFn
+    loss: LossFn
+    encode: EncodeFn
+    after_update: AfterUpdateFn = _unchanged

@@ -1,0 +1,74 @@
+"""Optimisers and learning-rate schedules built from a config, all from optax.
+
+Weight decay and LARS trust ratios skip BatchNorm parameters and biases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+
+def decay_mask(params: Any) -> Any:
+    """True for weight matrices and convolution kernels; False for biases and norm scales/offsets."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def peak_learning_rate(base_learning_rate: float, batch_size: int, scaling: str) -> float:
+    """Scales a per-256-examples base rate to the global batch ("linear", "sqrt" or "none")."""
+    if scaling == "linear":
+        return base_learning_rate * batch_size / 256
+    if scaling == "sqrt":
+        return base_learning_rate * (batch_size**0.5)
+    if scaling == "none":
+        return base_learning_rate
+    raise ValueError(f"lr_scaling must be 'linear', 'sqrt' or 'none'; got {scaling!r}.")
+
+
+def make_schedule(
+    peak_value: float, total_steps: int, warmup_steps: int, kind: str = "cosine"
+) -> optax.Schedule:
+    """Linear warm-up from 0 to ``peak_value``, then cosine (or linear) decay to 0."""
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+    if kind == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, peak_value, warmup_steps, decay_steps=max(total_steps, warmup_steps + 1)
+        )
+    if kind == "linear":
+        return optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, peak_value, warmup_steps),
+                optax.linear_schedule(peak_value, 0.0, max(total_steps - warmup_steps, 1)),
+            ],
+            [warmup_steps],
+        )
+    raise ValueError(f"schedule must be 'cosine' or 'linear'; got {kind!r}.")
+
+
+def make_optimizer(
+    name: str,
+    schedule: optax.Schedule,
+    *,
+    weight_decay: float,
+    momentum: float = 0.9,
+    b2: float = 0.999,
+) -> optax.GradientTransformation:
+    """LARS (SimCLR's choice for large batches), SGD with momentum, or AdamW."""
+    if name == "lars":
+        return optax.lars(
+            schedule,
+            weight_decay=weight_decay,
+            weight_decay_mask=decay_mask,
+            trust_ratio_mask=decay_mask,
+            momentum=momentum,
+        )
+    if name == "sgd":
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            optax.sgd(schedule, momentum=momentum, nesterov=True),
+        )
+    if name == "adamw":
+        return optax.adamw(schedule, b2=b2, weight_decay=weight_decay, mask=decay_mask)
+    raise ValueError(f"optimizer must be 'lars', 'sgd' or 'adamw'; got {name!r}.")

@@ -1,0 +1,258 @@
+"""The one training loop: validate, init or resume, step on the mesh, log, evaluate, checkpoint.
+
+Methods plug in through ``ssl_jax.methods.METHODS``; nothing here knows which one runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from ssl_jax import checkpoint, optim, parallel
+from ssl_jax.data import images
+from ssl_jax.evaluation import features, knn
+from ssl_jax.methods import METHODS, Method
+from ssl_jax.models import ENCODERS
+from ssl_jax.state import TrainState
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says in one line what to change."""
+
+
+def validate_config(config: ml_collections.ConfigDict, device_count: int) -> images.ImageDataset:
+    """Checks everything that would otherwise fail after compiling; returns the dataset."""
+    if config.method not in METHODS:
+        raise ConfigError(f"unknown method {config.method!r}: use one of {sorted(METHODS)}.")
+    if config.model.name not in ENCODERS:
+        raise ConfigError(f"unknown model {config.model.name!r}: use one of {sorted(ENCODERS)}.")
+    if config.batch_size <= 0 or config.batch_size % device_count:
+        raise ConfigError(
+            f"batch_size={config.batch_size} must be a positive multiple of the "
+            f"{device_count} devices; set --config.batch_size to e.g. "
+            f"{max(1, round(config.batch_size / device_count)) * device_count}."
+        )
+    if not config.temperature > 0:
+        raise ConfigError(f"temperature={config.temperature} must be > 0.")
+    try:
+        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    missing = images.missing_data_message(config.dataset, config.data_dir)
+    if missing:
+        raise ConfigError(missing)
+    return dataset
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    method: Method,
+    tx: optax.GradientTransformation,
+    axis_name: str | None = parallel.DATA_AXIS,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step, written per device (collectives over ``axis_name``).
+
+    Randomness is ``fold_in(state.rng, state.step)``: a function of the seed and step only.
+    """
+    rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+    (_, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch, rng, axis_name)
+    if axis_name is not None:
+        # Each device's gradient is its share of the global gradient (see methods.base).
+        grads = lax.psum(grads, axis_name)
+        metrics = lax.pmean(metrics, axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "grad_norm": optax.global_norm(grads)}
+    state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+    )
+    return method.after_update(state), metrics
+
+
+def make_train_step(method: Method, tx: optax.GradientTransformation, mesh) -> Any:
+    """``(state, global batch) -> (state, metrics)`` jitted over ``mesh``; the state is donated."""
+    body = functools.partial(train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS)
+    return parallel.shard(
+        body, mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()), donate_argnums=(0,)
+    )
+
+
+def create_state(method, tx, seed: int, sample_images: np.ndarray, mesh) -> TrainState:
+    """The initial state, created replicated on ``mesh`` by one jitted init."""
+
+    def init(rng):
+        init_rng, state_rng = jax.random.split(rng)
+        variables = method.init(init_rng, sample_images)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(variables["params"]),
+            rng=state_rng,
+            extra=variables.get("extra", {}),
+        )
+
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(seed))
+
+
+class KnnMonitor:
+    """kNN top-1 of the test split against the memory split, and the raw-pixel baseline."""
+
+    def __init__(self, config, dataset: images.ImageDataset, mesh, workdir: str):
+        self.config, self.mesh, self.dataset = config.knn, mesh, dataset
+        load = functools.partial(
+            images.load_split,
+            dataset,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            data_dir=config.data_dir,
+        )
+        self.memory = load(dataset.memory_split, max_examples=self.config.max_memory_examples)
+        self.test = load(dataset.test_split, max_examples=self.config.max_test_examples)
+        self.baseline_path = os.path.join(workdir, "knn_pixel_baseline.json")
+
+    def _accuracy(self, bank, bank_labels, queries, query_labels) -> float:
+        return knn.knn_accuracy(
+            bank, bank_labels, queries, query_labels,
+            num_classes=self.dataset.num_classes, k=self.config.k,
+            temperature=self.config.temperature,
+        )  # fmt: skip
+
+    def pixel_baseline(self) -> float:
+        """Same kNN on raw pixels (computed once per workdir)."""
+        if os.path.exists(self.baseline_path):
+            with open(self.baseline_path) as f:
+                return json.load(f)["knn_top1"]
+        flat = lambda x: x.reshape(len(x), -1).astype(np.float32)  # noqa: E731
+        accuracy = self._accuracy(
+            flat(self.memory[0]), self.memory[1], flat(self.test[0]), self.test[1]
+        )
+        if jax.process_index() == 0:
+            with open(self.baseline_path, "w") as f:
+                json.dump({"knn_top1": accuracy}, f)
+        return accuracy
+
+    def __call__(self, method: Method, state: TrainState) -> float:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        extract = functools.partial(
+            features.extract_features, method.encode, variables, mesh=self.mesh,
+            batch_size=self.config.batch_size,
+        )  # fmt: skip
+        bank, bank_labels = extract(*self.memory)
+        queries, query_labels = extract(*self.test)
+        return self._accuracy(bank, bank_labels, queries, query_labels)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Pretrains as ``config`` says, resuming from ``workdir`` if it holds a checkpoint.
+
+    Returns the final metrics (loss and kNN accuracies).
+    """
+    mesh = parallel.make_mesh()
+    dataset = validate_config(config, mesh.size)
+    local_batch_size = config.batch_size // jax.process_count()
+    steps_per_epoch = images.num_examples(dataset, dataset.train_split, config.data_dir)
+    steps_per_epoch //= config.batch_size
+    total_steps = config.total_steps or int(config.epochs * steps_per_epoch)
+    peak = optim.peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    schedule = optim.make_schedule(peak, total_steps, warmup_steps, config.schedule)
+    tx = optim.make_optimizer(
+        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
+    )
+    method = METHODS[config.method](config, dataset.image_size, parallel.DATA_AXIS)
+    logging.info(
+        "process %d/%d, %d local / %d global devices; %d steps (%d per epoch), global batch %d",
+        jax.process_index(), jax.process_count(), jax.local_device_count(), mesh.size,
+        total_steps, steps_per_epoch, config.batch_size,
+    )  # fmt: skip
+
+    shape = (local_batch_size, dataset.image_size, dataset.image_size, dataset.channels)
+    state = create_state(method, tx, config.seed, np.zeros(shape, np.uint8), mesh)
+    checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    if checkpoints.latest_step() is not None:
+        state = checkpoints.restore(checkpoint.abstract_like(state))
+        logging.info("resumed from %s at step %d", checkpoints.directory, int(state.step))
+    start_step = int(state.step)
+
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=False
+    )
+    writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
+    monitor = KnnMonitor(config, dataset, mesh, workdir)
+    results: dict[str, float] = {"knn_pixel_baseline": monitor.pixel_baseline()}
+    if start_step == 0:
+        results["knn_top1_init"] = monitor(method, state)
+        writer.write_scalars(0, {"knn_top1": results["knn_top1_init"]})
+        logging.info(
+            "kNN top-1 at init: %.4f (raw pixels: %.4f)",
+            results["knn_top1_init"], results["knn_pixel_baseline"],
+        )  # fmt: skip
+
+    step_fn = make_train_step(method, tx, mesh)
+    batches = images.train_batches(
+        dataset,
+        local_batch_size=local_batch_size,
+        seed=config.seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        cache=config.cache_dataset,
+        shuffle_buffer=config.shuffle_buffer,
+        data_dir=config.data_dir,
+    )
+    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+    last_log = (time.perf_counter(), start_step)
+    for step in range(start_step + 1, total_steps + 1):
+        state, metrics = step_fn(state, parallel.to_global(next(batches), mesh))
+        progress(step)
+        if step % config.log_every_steps == 0 or step == total_steps:
+            metrics = jax.device_get(metrics)
+            if not all(math.isfinite(float(v)) for v in metrics.values()):
+                raise FloatingPointError(
+                    f"non-finite metrics at step {step}: {metrics}; lower learning_rate or "
+                    "check the input data."
+                )
+            now = time.perf_counter()
+            steps_per_sec = (step - last_log[1]) / (now - last_log[0])
+            last_log = (now, step)
+            eta = (total_steps - step) / steps_per_sec
+            scalars = {k: float(v) for k, v in metrics.items()}
+            scalars.update(learning_rate=float(schedule(step - 1)),
+                           images_per_sec=steps_per_sec * config.batch_size)  # fmt: skip
+            writer.write_scalars(step, scalars)
+            logging.info(
+                "step %d/%d  loss %.4f  %.2f steps/s  %.0f images/s  ETA %s",
+                step, total_steps, scalars["loss"], steps_per_sec, scalars["images_per_sec"],
+                time.strftime("%H:%M:%S", time.gmtime(eta)),
+            )  # fmt: skip
+            results["loss"] = scalars["loss"]
+        if step % config.checkpoint_every_steps == 0 or step == total_steps:
+            checkpoints.save(step, state)
+        if step % config.eval_every_steps == 0 or step == total_steps:
+            results["knn_top1"] = monitor(method, state)
+            writer.write_scalars(step, {"knn_top1": results["knn_top1"]})
+            logging.info(
+                "step %d  kNN top-1: %.4f (raw pixels: %.4f)",
+                step, results["knn_top1"], results["knn_pixel_baseline"],
+            )  # fmt: skip
+    checkpoints.close()
+    writer.flush()
+    return results
