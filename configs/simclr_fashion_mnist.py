@@ -15,13 +15,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base()
     config.dataset = "fashion_mnist"
     config.batch_size = 256
-    config.total_steps = 600
+    config.total_steps = 800
     config.warmup_epochs = 0.5
     config.learning_rate = 1.0
     config.weight_decay = 1e-5
     config.temperature = 0.2
     config.model.name = "resnet10"
-    config.model.width_multiplier = 0.25
+    config.model.width_multiplier = 0.125
     config.head.hidden_dim = 256
     config.head.output_dim = 64
     config.augment.crop_scale = (0.2, 1.0)
@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.knn.batch_size = 2048
     config.log_every_steps = 50
     config.checkpoint_every_steps = 200
-    config.eval_every_steps = 300
+    config.eval_every_steps = 400
     if args.runlocal:
         common.shrink_for_runlocal(config)
     return config

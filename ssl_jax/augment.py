@@ -6,8 +6,11 @@ jitted or shard_mapped train step, one ``vmap`` over the batch.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,18 @@ _LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 # torchvision's RandomResizedCrop draws this many candidate boxes before falling back.
 _CROP_ATTEMPTS = 10
+
+# Each op is written as a function of uniforms drawn up front, so that the whole pipeline needs a
+# single random draw: every separate jax.random call compiles its own Threefry (~0.4 s on CPU).
+_CROP_UNIFORMS = 2 * _CROP_ATTEMPTS + 2  # areas, log-aspects, two offsets
+_JITTER_UNIFORMS = 8  # four factors, four sort keys for the order
+_BLUR_UNIFORMS = 1  # sigma
+_GATE_UNIFORMS = 4  # flip, jitter, grayscale, blur coin flips
+
+# Defaults from SimCLR (appendix A), shared by the single ops and the pipeline.
+_CROP_RATIO = (3 / 4, 4 / 3)
+_BLUR_SIGMA_RANGE = (0.1, 2.0)
+_BLUR_KERNEL_FRACTION = 0.1
 
 
 def _as_image(image: ArrayLike, name: str) -> jax.Array:
@@ -44,7 +59,7 @@ def sample_crop_box(
     height: int,
     width: int,
     scale: Sequence[float] = (0.08, 1.0),
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    ratio: Sequence[float] = _CROP_RATIO,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Samples an integer crop box the way torchvision's ``RandomResizedCrop`` does.
 
@@ -68,15 +83,22 @@ def sample_crop_box(
     >>> bool(0 <= y0 and y0 + h <= 32 and 0 <= x0 and x0 + w <= 32)
     True
     """
-    area_key, ratio_key, y_key, x_key = jax.random.split(rng, 4)
-    area = height * width
-    target_area = area * jax.random.uniform(
-        area_key, (_CROP_ATTEMPTS,), minval=scale[0], maxval=scale[1]
+    return _crop_box_from_uniforms(
+        jax.random.uniform(rng, (_CROP_UNIFORMS,)), height, width, scale, ratio
     )
-    log_ratio = jax.random.uniform(
-        ratio_key, (_CROP_ATTEMPTS,), minval=math.log(ratio[0]), maxval=math.log(ratio[1])
-    )
-    aspect = jnp.exp(log_ratio)
+
+
+def _crop_box_from_uniforms(
+    uniforms: jax.Array,
+    height: int,
+    width: int,
+    scale: Sequence[float],
+    ratio: Sequence[float],
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    area_u, ratio_u, offset_u = jnp.split(uniforms, [_CROP_ATTEMPTS, 2 * _CROP_ATTEMPTS])
+    target_area = height * width * (scale[0] + (scale[1] - scale[0]) * area_u)
+    log_ratio_low, log_ratio_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = jnp.exp(log_ratio_low + (log_ratio_high - log_ratio_low) * ratio_u)
     # jnp.round rounds half to even, like Python's round() in torchvision.
     box_w = jnp.round(jnp.sqrt(target_area * aspect)).astype(jnp.int32)
     box_h = jnp.round(jnp.sqrt(target_area / aspect)).astype(jnp.int32)
@@ -86,17 +108,19 @@ def sample_crop_box(
     # The fallback depends only on the static image size, so it is plain Python.
     image_ratio = width / height
     if image_ratio < min(ratio):
-        fallback_w, fallback_h = width, int(round(width / min(ratio)))
+        fallback_w, fallback_h = width, round(width / min(ratio))
     elif image_ratio > max(ratio):
-        fallback_w, fallback_h = int(round(height * max(ratio))), height
+        fallback_w, fallback_h = round(height * max(ratio)), height
     else:
         fallback_w, fallback_h = width, height
 
     any_fits = jnp.any(fits)
     h = jnp.where(any_fits, box_h[first], fallback_h)
     w = jnp.where(any_fits, box_w[first], fallback_w)
-    random_y0 = jax.random.randint(y_key, (), 0, height - h + 1)
-    random_x0 = jax.random.randint(x_key, (), 0, width - w + 1)
+    # floor(U * n) is uniform over {0, ..., n - 1}; the clip guards the float edge case U * n == n.
+    # (jax.random.randint with traced bounds would do, but compiles an order of magnitude slower.)
+    random_y0 = jnp.minimum(jnp.floor(offset_u[0] * (height - h + 1)).astype(jnp.int32), height - h)
+    random_x0 = jnp.minimum(jnp.floor(offset_u[1] * (width - w + 1)).astype(jnp.int32), width - w)
     y0 = jnp.where(any_fits, random_y0, (height - fallback_h) // 2)
     x0 = jnp.where(any_fits, random_x0, (width - fallback_w) // 2)
     return y0, x0, h, w
@@ -156,7 +180,7 @@ def random_resized_crop(
     *,
     out_size: int,
     scale: Sequence[float] = (0.08, 1.0),
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
+    ratio: Sequence[float] = _CROP_RATIO,
 ) -> jax.Array:
     """Crops a random box (see :func:`sample_crop_box`) and resizes it to a square.
 
@@ -201,8 +225,8 @@ def to_grayscale(image: ArrayLike) -> jax.Array:
     Returns:
       [H, W, C] image of the same float dtype.
 
-    >>> to_grayscale(jnp.array([[[1.0, 0.0, 0.0]]])).tolist()
-    [[[0.29899999499320984, 0.29899999499320984, 0.29899999499320984]]]
+    >>> [round(v, 4) for v in to_grayscale(jnp.array([[[1.0, 0.5, 0.0]]]))[0, 0].tolist()]
+    [0.5925, 0.5925, 0.5925]
     """
     image = _as_image(image, "to_grayscale")
     channels = image.shape[-1]
@@ -210,7 +234,8 @@ def to_grayscale(image: ArrayLike) -> jax.Array:
         return image
     if channels != 3:
         raise ValueError(f"to_grayscale expects 1 or 3 channels; got {channels}.")
-    luma = image @ jnp.asarray(_LUMA_WEIGHTS, image.dtype)
+    # Multiply-add rather than a matmul, which accelerators may run in reduced (TF32) precision.
+    luma = jnp.sum(image * jnp.asarray(_LUMA_WEIGHTS, image.dtype), axis=-1)
     return jnp.repeat(luma[..., None], 3, axis=-1)
 
 
@@ -238,7 +263,9 @@ def rgb_to_hsv(image: ArrayLike) -> jax.Array:
     hue_sextant = jnp.where(
         value == red,
         (green - blue) / safe_chroma,
-        jnp.where(value == green, 2.0 + (blue - red) / safe_chroma, 4.0 + (red - green) / safe_chroma),
+        jnp.where(
+            value == green, 2.0 + (blue - red) / safe_chroma, 4.0 + (red - green) / safe_chroma
+        ),
     )
     hue = jnp.where(chroma > 0, jnp.mod(hue_sextant / 6.0, 1.0), 0.0)
     return jnp.stack([hue, saturation, value], axis=-1)
@@ -362,34 +389,44 @@ def color_jitter(rng: ArrayLike, image: ArrayLike, *, strength: float) -> jax.Ar
       ICML 2020 (arXiv:2002.05709), appendix A.
     """
     image = _as_image(image, "color_jitter")
+    return _color_jitter_from_uniforms(
+        jax.random.uniform(rng, (_JITTER_UNIFORMS,)), image, strength
+    )
+
+
+def _color_jitter_from_uniforms(
+    uniforms: jax.Array, image: jax.Array, strength: float
+) -> jax.Array:
     channels = image.shape[-1]
     if channels not in (1, 3):
         raise ValueError(f"color_jitter expects 1 or 3 channels; got {channels}.")
-    order_key, brightness_key, contrast_key, saturation_key, hue_key = jax.random.split(rng, 5)
+    factor_u, order_u = jnp.split(uniforms, 2)
 
-    def factor(key: jax.Array, spread: float) -> jax.Array:
-        return jax.random.uniform(key, (), minval=max(0.0, 1.0 - spread), maxval=1.0 + spread)
+    def factor(u: jax.Array, spread: float) -> jax.Array:
+        low = max(0.0, 1.0 - spread)
+        return low + (1.0 + spread - low) * u
 
-    brightness = factor(brightness_key, 0.8 * strength)
-    contrast = factor(contrast_key, 0.8 * strength)
+    brightness = factor(factor_u[0], 0.8 * strength)
+    contrast = factor(factor_u[1], 0.8 * strength)
+    saturation = factor(factor_u[2], 0.8 * strength)
+    hue_shift = 0.2 * strength * (2.0 * factor_u[3] - 1.0)
     ops: list[Callable[[jax.Array], jax.Array]] = [
         lambda x: adjust_brightness(x, brightness),
         lambda x: adjust_contrast(x, contrast),
     ]
     if channels == 3:
-        saturation = factor(saturation_key, 0.8 * strength)
-        hue_shift = jax.random.uniform(
-            hue_key, (), minval=-0.2 * strength, maxval=0.2 * strength
-        )
         ops += [
             lambda x: adjust_saturation(x, saturation),
             lambda x: adjust_hue(x, hue_shift),
         ]
 
-    order = jax.random.permutation(order_key, len(ops))
-    for step in range(len(ops)):
-        image = jax.lax.switch(order[step], ops, image)
-    return image
+    # argsort of i.i.d. uniforms is a uniform random permutation, and compiles far faster than
+    # jax.random.permutation's shuffle.
+    order = jnp.argsort(order_u[: len(ops)])
+    # A loop rather than an unrolled sequence traces each op once instead of once per step.
+    return jax.lax.fori_loop(
+        0, len(ops), lambda step, x: jax.lax.switch(order[step], ops, x), image
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,8 +437,8 @@ def gaussian_blur(
     rng: ArrayLike,
     image: ArrayLike,
     *,
-    sigma_range: Sequence[float] = (0.1, 2.0),
-    kernel_fraction: float = 0.1,
+    sigma_range: Sequence[float] = _BLUR_SIGMA_RANGE,
+    kernel_fraction: float = _BLUR_KERNEL_FRACTION,
 ) -> jax.Array:
     """Separable Gaussian blur with ``sigma ~ U(sigma_range)`` and reflect padding.
 
@@ -426,9 +463,16 @@ def gaussian_blur(
       ICML 2020 (arXiv:2002.05709), appendix A.
     """
     image = _as_image(image, "gaussian_blur")
+    sigma_u = jax.random.uniform(rng, (_BLUR_UNIFORMS,))
+    return _gaussian_blur_from_uniforms(sigma_u, image, sigma_range, kernel_fraction)
+
+
+def _gaussian_blur_from_uniforms(
+    uniforms: jax.Array, image: jax.Array, sigma_range: Sequence[float], kernel_fraction: float
+) -> jax.Array:
     height, width, _ = image.shape
     radius = max(1, int(kernel_fraction * min(height, width)) // 2)
-    sigma = jax.random.uniform(rng, (), minval=sigma_range[0], maxval=sigma_range[1])
+    sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * uniforms[0]
     offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     taps = jnp.exp(-0.5 * jnp.square(offsets / sigma))
     taps = (taps / jnp.sum(taps)).astype(image.dtype)
@@ -467,6 +511,8 @@ def simclr_augment(
 
     Each random op is computed and then kept or discarded with ``jnp.where``, so the function
     has no traced control flow (under ``vmap`` a ``lax.cond`` would evaluate both sides anyway).
+    All randomness comes from one draw on ``rng``, so the ops' random parameters differ from
+    those of the single-op functions called with the same key.
 
     Args:
       rng: PRNG key.
@@ -493,24 +539,32 @@ def simclr_augment(
     """
     image = _to_unit_float(_as_image(image, "simclr_augment"))
     channels = image.shape[-1]
-    # A fixed split, so changing one probability does not change the other ops' randomness.
-    (crop_key, flip_key, jitter_gate_key, jitter_key, gray_gate_key, blur_gate_key, blur_key) = (
-        jax.random.split(rng, 7)
+    # One draw at fixed offsets: a single Threefry to compile, and changing one probability does
+    # not change the other ops' randomness.
+    uniforms = jax.random.uniform(
+        rng, (_GATE_UNIFORMS + _CROP_UNIFORMS + _JITTER_UNIFORMS + _BLUR_UNIFORMS,)
     )
+    gate_u, crop_u, jitter_u, blur_u = jnp.split(
+        uniforms,
+        list(itertools.accumulate([_GATE_UNIFORMS, _CROP_UNIFORMS, _JITTER_UNIFORMS])),
+    )
+    flip_gate, jitter_gate, gray_gate, blur_gate = gate_u
 
-    image = random_resized_crop(crop_key, image, out_size=out_size, scale=crop_scale)
+    height, width, _ = image.shape
+    box = _crop_box_from_uniforms(crop_u, height, width, crop_scale, _CROP_RATIO)
+    image = crop_and_resize(image, box, out_size)
     if flip:
-        image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+        image = jnp.where(flip_gate < 0.5, image[:, ::-1], image)
     if jitter_prob > 0:
-        jittered = color_jitter(jitter_key, image, strength=jitter_strength)
-        image = jnp.where(jax.random.bernoulli(jitter_gate_key, jitter_prob), jittered, image)
+        jittered = _color_jitter_from_uniforms(jitter_u, image, jitter_strength)
+        image = jnp.where(jitter_gate < jitter_prob, jittered, image)
     if grayscale_prob > 0 and channels == 3:
-        image = jnp.where(
-            jax.random.bernoulli(gray_gate_key, grayscale_prob), to_grayscale(image), image
-        )
+        image = jnp.where(gray_gate < grayscale_prob, to_grayscale(image), image)
     if blur_prob > 0:
-        blurred = gaussian_blur(blur_key, image)
-        image = jnp.where(jax.random.bernoulli(blur_gate_key, blur_prob), blurred, image)
+        blurred = _gaussian_blur_from_uniforms(
+            blur_u, image, _BLUR_SIGMA_RANGE, _BLUR_KERNEL_FRACTION
+        )
+        image = jnp.where(blur_gate < blur_prob, blurred, image)
     # Resampling and blurring are convex combinations; the clip only removes rounding overshoot.
     return jnp.clip(image, 0.0, 1.0)
 
@@ -560,11 +614,12 @@ def simclr_views(
         )
     augment_kwargs.setdefault("out_size", images.shape[1])
 
-    def two_views(example_id: jax.Array, image: jax.Array) -> tuple[jax.Array, jax.Array]:
-        example_key = jax.random.fold_in(rng, example_id)
-        return (
-            simclr_augment(jax.random.fold_in(example_key, 0), image, **augment_kwargs),
-            simclr_augment(jax.random.fold_in(example_key, 1), image, **augment_kwargs),
-        )
-
-    return jax.vmap(two_views)(example_ids, images)
+    # Both views go through one flat vmap over [2B] (rows 2i, 2i + 1 are example i's views), so
+    # the pipeline is traced and compiled once; each fold_in is likewise traced once, batched.
+    example_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, example_ids)
+    view_ids = jnp.tile(jnp.arange(2), batch_size)
+    keys = jax.vmap(jax.random.fold_in)(jnp.repeat(example_keys, 2, axis=0), view_ids)
+    augment = functools.partial(simclr_augment, **augment_kwargs)
+    views = jax.vmap(augment)(keys, jnp.repeat(images, 2, axis=0))
+    views = views.reshape(batch_size, 2, *views.shape[1:])
+    return views[:, 0], views[:, 1]

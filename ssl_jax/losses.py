@@ -6,7 +6,7 @@ on the global batch.
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp

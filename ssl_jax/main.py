@@ -16,9 +16,21 @@ config_flags.DEFINE_config_file("config", None, "Config file (a get_config(arg) 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(logging.logging.Filter):
+    """Keeps library INFO chatter (checkpoint I/O details) off the console; warnings still pass."""
+
+    _NOISY = ("/orbax/", "/tensorflow_datasets/", "/clu/metric_writers/")
+
+    def filter(self, record: logging.logging.LogRecord) -> bool:
+        return record.levelno >= logging.logging.WARNING or not any(
+            part in record.pathname for part in self._NOISY
+        )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
         results = train.run(FLAGS.config, FLAGS.workdir)
     except (train.ConfigError, FloatingPointError) as error:

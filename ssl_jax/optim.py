@@ -12,7 +12,7 @@ import optax
 
 
 def decay_mask(params: Any) -> Any:
-    """True for weight matrices and convolution kernels; False for biases and norm scales/offsets."""
+    """True for weight matrices and convolution kernels; False for biases and norm parameters."""
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 

@@ -5,7 +5,8 @@ Step bodies are written per device, with collectives over ``DATA_AXIS``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np

@@ -1,4 +1,4 @@
-"""Image input pipelines on tfds: each process reads its own slice and yields host-local uint8 batches.
+"""Image input pipelines on tfds: each process reads its own slice, yields host-local uint8 batches.
 
 The order is a function of (seed, epoch), so a run resumed at step s sees the batches an
 uninterrupted run would have seen from step s on.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -60,8 +60,8 @@ DATASETS = {
 INSTALL_HINTS = {
     "fashion_mnist": "apt-get install -y dataset-fashion-mnist && "
     "python -m ssl_jax.data.prepare fashion_mnist",
-    "imagenet2012": "place ILSVRC2012_img_{train,val}.tar in ~/tensorflow_datasets/downloads/manual "
-    "and run python -m ssl_jax.data.prepare imagenet2012",
+    "imagenet2012": "place ILSVRC2012_img_{train,val}.tar in ~/tensorflow_datasets/downloads/manual"
+    " and run python -m ssl_jax.data.prepare imagenet2012",
 }
 
 
@@ -201,7 +201,7 @@ def load_split(
     process_count: int = 1,
     data_dir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """This process's slice of a labelled split, in stored order, as (uint8 images, int32 labels)."""
+    """This process's slice of a labelled split in stored order: (uint8 images, int32 labels)."""
     if max_examples:
         split = f"{split}[:{max_examples}]"
     split = _process_split(split, process_index, process_count)

@@ -5,7 +5,8 @@ Each process passes its slice of a split; every process gets the features of all
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -38,9 +39,7 @@ def extract_features(
     encode_fn = jax.jit(encode, out_shardings=parallel.batch_sharded(mesh))
     count = len(local_images)
     # Every process must run the same number of steps, whatever its own count.
-    num_batches = int(
-        multihost_utils.process_allgather(np.array(-(-count // local_batch))).max()
-    )
+    num_batches = int(multihost_utils.process_allgather(np.array(-(-count // local_batch))).max())
     features = []
     for index in range(num_batches):
         chunk = local_images[index * local_batch : (index + 1) * local_batch]
@@ -60,7 +59,7 @@ def extract_features(
 
 
 def _gather_rows(local: np.ndarray, num_batches: int, local_batch: int) -> np.ndarray:
-    """Host values laid out in the order the gathered features come in: batch-major, then process."""
+    """Host values in the order the gathered features come in: batch-major, then process."""
     gathered = np.asarray(multihost_utils.process_allgather(local))  # [processes, num_batches * b]
     gathered = gathered.reshape(-1, num_batches, local_batch).transpose(1, 0, 2)
     return gathered.reshape(-1)

@@ -39,8 +39,8 @@ def knn_predict(
     Features are L2-normalised here. Ties in votes go to the lower class index.
 
     >>> bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    >>> knn_predict(bank, np.array([0, 0, 1]), np.array([[0.0, 2.0]]), num_classes=2, k=1)
-    array([1])
+    >>> knn_predict(bank, np.array([0, 0, 1]), np.array([[0.0, 2.0]]), num_classes=2, k=1).tolist()
+    [1]
 
     References:
       Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination",

@@ -6,7 +6,8 @@ A method is a bundle of pure functions; the trainer never branches on which meth
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

@@ -6,7 +6,8 @@ BatchNorm statistics are global (all devices, both views) so no device can cheat
 from __future__ import annotations
 
 import functools
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import flax.linen as nn
 import jax

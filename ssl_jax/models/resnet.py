@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -83,7 +84,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Encodes images [B, H, W, C] (any float range) into features [B, width * 8 * expansion]."""
+        """Encodes images [B, H, W, C] into features [B, 8 * width * expansion]."""
         if self.stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet stem must be 'imagenet' or 'cifar'; got {self.stem!r}.")
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding="SAME")

@@ -1,0 +1,85 @@
+"""Pretraining through the real entry points on real Fashion-MNIST: learns, checkpoints, resumes."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+from test_data import needs_fashion_mnist
+
+from configs import simclr_fashion_mnist
+from ssl_jax import checkpoint, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def logged_scalars(workdir, tag):
+    values = {}
+    for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_trains_then_resumes_from_the_saved_step(tmp_path):
+    config = simclr_fashion_mnist.get_config("runlocal")
+    config.total_steps = 8
+    config.checkpoint_every_steps = 4
+    config.eval_every_steps = 8
+    config.learning_rate = 2.0
+    workdir = str(tmp_path)
+    results = train.run(config, workdir)
+    losses = logged_scalars(workdir, "loss")
+    assert sorted(losses) == list(range(1, 9))
+    assert (losses[7] + losses[8]) / 2 < (losses[1] + losses[2]) / 2, losses
+    assert set(results) == {"knn_pixel_baseline", "knn_top1_init", "knn_top1", "loss"}
+    assert 0.1 < results["knn_pixel_baseline"] <= 1.0
+    assert checkpoint.Checkpointer(workdir).latest_step() == 8
+
+    config.total_steps = 10
+    resumed = train.run(config, workdir)
+    assert "knn_top1_init" not in resumed  # it continued; a restart would evaluate the init
+    assert checkpoint.Checkpointer(workdir).latest_step() == 10
+    assert sorted(logged_scalars(workdir, "loss")) == list(range(1, 11))
+
+
+def run_main(*args, workdir):
+    command = [sys.executable, "-m", "ssl_jax.main", f"--workdir={workdir}", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.batch_size=30", "batch_size=30 must be a positive multiple of the 8 devices"),
+        ("--config.model.name=resnet19", "unknown model 'resnet19'"),
+        ("--config.dataset=cifar11", "unknown dataset 'cifar11'"),
+        ("--config.temperature=0.0", "temperature=0.0 must be > 0"),
+        ("--config.method=byol2", "unknown method 'byol2'"),
+    ],
+)
+def test_bad_config_fails_early_with_one_line(tmp_path, override, message):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "keep.txt").write_text("earlier work")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = run_main(
+        "--config=configs/simclr_fashion_mnist.py:runlocal", override, workdir=tmp_path
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_missing_dataset_names_the_install_command(tmp_path, monkeypatch):
+    config = simclr_fashion_mnist.get_config("runlocal")
+    config.data_dir = str(tmp_path / "empty_tfds_dir")
+    with pytest.raises(train.ConfigError, match="apt-get install -y dataset-fashion-mnist"):
+        train.validate_config(config, device_count=8)
