@@ -160,6 +160,41 @@ class KnnMonitor:
         return self._accuracy(bank, bank_labels, queries, query_labels)
 
 
+def _finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
+    metrics = {name: float(value) for name, value in metrics.items()}
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise FloatingPointError(
+            f"non-finite metrics at step {step}: {metrics}; lower learning_rate or check the data."
+        )
+    return metrics
+
+
+class _StepLogger:
+    """Writes step metrics with learning rate, throughput and ETA; returns the loss."""
+
+    def __init__(self, writer, schedule, batch_size: int, total_steps: int, start_step: int):
+        self.writer, self.schedule = writer, schedule
+        self.batch_size, self.total_steps = batch_size, total_steps
+        self.last = (time.perf_counter(), start_step)
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> float:
+        now = time.perf_counter()
+        steps_per_sec = (step - self.last[1]) / (now - self.last[0])
+        self.last = (now, step)
+        scalars = dict(
+            metrics,
+            learning_rate=float(self.schedule(step - 1)),
+            images_per_sec=steps_per_sec * self.batch_size,
+        )
+        self.writer.write_scalars(step, scalars)
+        eta = time.strftime("%H:%M:%S", time.gmtime((self.total_steps - step) / steps_per_sec))
+        logging.info(
+            "step %d/%d  loss %.4f  %.2f steps/s  %.0f images/s  ETA %s",
+            step, self.total_steps, scalars["loss"], steps_per_sec, scalars["images_per_sec"], eta,
+        )  # fmt: skip
+        return scalars["loss"]
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Pretrains as ``config`` says, resuming from ``workdir`` if it holds a checkpoint.
 
@@ -219,32 +254,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         data_dir=config.data_dir,
     )
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-    last_log = (time.perf_counter(), start_step)
+    logger = _StepLogger(writer, schedule, config.batch_size, total_steps, start_step)
     for step in range(start_step + 1, total_steps + 1):
         state, metrics = step_fn(state, parallel.to_global(next(batches), mesh))
         progress(step)
-        if step % config.log_every_steps == 0 or step == total_steps:
-            metrics = jax.device_get(metrics)
-            if not all(math.isfinite(float(v)) for v in metrics.values()):
-                raise FloatingPointError(
-                    f"non-finite metrics at step {step}: {metrics}; lower learning_rate or "
-                    "check the input data."
-                )
-            now = time.perf_counter()
-            steps_per_sec = (step - last_log[1]) / (now - last_log[0])
-            last_log = (now, step)
-            eta = (total_steps - step) / steps_per_sec
-            scalars = {k: float(v) for k, v in metrics.items()}
-            scalars.update(learning_rate=float(schedule(step - 1)),
-                           images_per_sec=steps_per_sec * config.batch_size)  # fmt: skip
-            writer.write_scalars(step, scalars)
-            logging.info(
-                "step %d/%d  loss %.4f  %.2f steps/s  %.0f images/s  ETA %s",
-                step, total_steps, scalars["loss"], steps_per_sec, scalars["images_per_sec"],
-                time.strftime("%H:%M:%S", time.gmtime(eta)),
-            )  # fmt: skip
-            results["loss"] = scalars["loss"]
-        if step % config.checkpoint_every_steps == 0 or step == total_steps:
+        is_last = step == total_steps
+        should_save = step % config.checkpoint_every_steps == 0 or is_last
+        if step % config.log_every_steps == 0 or should_save:
+            # Checked before every save too: a diverged state never replaces a good checkpoint.
+            metrics = _finite(jax.device_get(metrics), step)
+        if step % config.log_every_steps == 0 or is_last:
+            results["loss"] = logger(step, metrics)
+        if should_save:
             checkpoints.save(step, state)
         if step % config.eval_every_steps == 0 or step == total_steps:
             results["knn_top1"] = monitor(method, state)
@@ -253,6 +274,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 "step %d  kNN top-1: %.4f (raw pixels: %.4f)",
                 step, results["knn_top1"], results["knn_pixel_baseline"],
             )  # fmt: skip
+    if "knn_top1" not in results:  # resumed a run that had already finished
+        results["knn_top1"] = monitor(method, state)
     checkpoints.close()
     writer.flush()
     return results

@@ -83,3 +83,17 @@ def test_missing_dataset_names_the_install_command(tmp_path, monkeypatch):
     config.data_dir = str(tmp_path / "empty_tfds_dir")
     with pytest.raises(train.ConfigError, match="apt-get install -y dataset-fashion-mnist"):
         train.validate_config(config, device_count=8)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(tmp_path):
+    config = simclr_fashion_mnist.get_config("runlocal")
+    config.total_steps = 6
+    config.checkpoint_every_steps = 1
+    config.optimizer = "sgd"
+    config.learning_rate = 1e30
+    with pytest.raises(FloatingPointError, match="non-finite metrics at step .*lower learning_rate"):
+        train.run(config, str(tmp_path))
+    saved = checkpoint.Checkpointer(str(tmp_path)).latest_step()
+    assert saved is not None and saved < 6
