@@ -255,27 +255,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     logger = _StepLogger(writer, schedule, config.batch_size, total_steps, start_step)
-    for step in range(start_step + 1, total_steps + 1):
-        state, metrics = step_fn(state, parallel.to_global(next(batches), mesh))
-        progress(step)
-        is_last = step == total_steps
-        should_save = step % config.checkpoint_every_steps == 0 or is_last
-        if step % config.log_every_steps == 0 or should_save:
-            # Checked before every save too: a diverged state never replaces a good checkpoint.
-            metrics = _finite(jax.device_get(metrics), step)
-        if step % config.log_every_steps == 0 or is_last:
-            results["loss"] = logger(step, metrics)
-        if should_save:
-            checkpoints.save(step, state)
-        if step % config.eval_every_steps == 0 or step == total_steps:
+    try:
+        for step in range(start_step + 1, total_steps + 1):
+            state, metrics = step_fn(state, parallel.to_global(next(batches), mesh))
+            progress(step)
+            is_last = step == total_steps
+            should_save = step % config.checkpoint_every_steps == 0 or is_last
+            if step % config.log_every_steps == 0 or should_save:
+                # Checked before every save too: a diverged state never replaces a good checkpoint.
+                metrics = _finite(jax.device_get(metrics), step)
+            if step % config.log_every_steps == 0 or is_last:
+                results["loss"] = logger(step, metrics)
+            if should_save:
+                checkpoints.save(step, state)
+            if step % config.eval_every_steps == 0 or step == total_steps:
+                results["knn_top1"] = monitor(method, state)
+                writer.write_scalars(step, {"knn_top1": results["knn_top1"]})
+                logging.info(
+                    "step %d  kNN top-1: %.4f (raw pixels: %.4f)",
+                    step, results["knn_top1"], results["knn_pixel_baseline"],
+                )  # fmt: skip
+        if "knn_top1" not in results:  # resumed a run that had already finished
             results["knn_top1"] = monitor(method, state)
-            writer.write_scalars(step, {"knn_top1": results["knn_top1"]})
-            logging.info(
-                "step %d  kNN top-1: %.4f (raw pixels: %.4f)",
-                step, results["knn_top1"], results["knn_pixel_baseline"],
-            )  # fmt: skip
-    if "knn_top1" not in results:  # resumed a run that had already finished
-        results["knn_top1"] = monitor(method, state)
-    checkpoints.close()
+    finally:
+        # Pending asynchronous saves complete even when the loop fails.
+        checkpoints.close()
     writer.flush()
     return results
