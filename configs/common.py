@@ -30,6 +30,7 @@ def base() -> ml_collections.ConfigDict:
     config.shuffle_buffer = 50_000
     config.seed = 0
     config.dtype = "float32"
+    config.parallelism = "shard_map"  # or "pmap": the driver of the per-device train step
 
     config.batch_size = 256  # global
     config.epochs = 100.0
@@ -44,9 +45,17 @@ def base() -> ml_collections.ConfigDict:
 
     config.temperature = 0.5
     config.model = ml_collections.ConfigDict(
-        dict(name="resnet18", width_multiplier=1.0, stem="cifar")
+        dict(
+            name="resnet18",
+            width_multiplier=1.0,
+            stem="cifar",
+            patch_size=16,
+            freeze_patch_embed=False,
+        )
     )
-    config.head = ml_collections.ConfigDict(dict(hidden_dim=2048, output_dim=128, num_layers=2))
+    config.head = ml_collections.ConfigDict(
+        dict(hidden_dim=2048, output_dim=128, num_layers=2, use_bn=True)
+    )
     config.augment = ml_collections.ConfigDict(
         dict(
             crop_scale=(0.08, 1.0),
@@ -57,6 +66,18 @@ def base() -> ml_collections.ConfigDict:
             flip=True,
         )
     )
+    # MoCo fields (used when method == "moco").
+    config.moco = ml_collections.ConfigDict(
+        dict(
+            version=2,
+            queue_size=65536,
+            momentum=0.999,
+            momentum_cosine=False,
+            bn="shuffle",  # or "sync"
+            bn_group_size=64,  # examples per BN group on one device (ghost BN)
+        )
+    )
+    config.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, num_layers=2))
     config.knn = ml_collections.ConfigDict(
         dict(
             k=200,
@@ -82,6 +103,9 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.model.width_multiplier = 0.125
     config.head.hidden_dim = 64
     config.head.output_dim = 32
+    config.predictor.hidden_dim = 64
+    config.moco.queue_size = 128
+    config.moco.bn_group_size = 8
     config.knn.max_memory_examples = 512
     config.knn.max_test_examples = 256
     config.knn.batch_size = 256

@@ -40,6 +40,13 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+    def restore_arrays(self, step: int | None = None) -> Any:
+        """The saved tree as nested dicts of host arrays, without a template (for inspection)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        return self._manager.restore(step, args=ocp.args.StandardRestore())
+
     def save(self, step: int, state: Any) -> None:
         if step in self._manager.all_steps():
             return

@@ -105,3 +105,74 @@ def nt_xent(
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     loss = -jnp.mean(jnp.take_along_axis(log_probs, positive_index[:, None], axis=1))
     return global_mean(loss, axis_name)
+
+
+def info_nce(
+    q: ArrayLike,
+    k: ArrayLike,
+    queue: ArrayLike | None = None,
+    *,
+    temperature: float = 0.2,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """InfoNCE of queries against their positive keys and a set of negatives (MoCo's loss).
+
+    With ``queue`` (MoCo v2) the negatives of every query are the K queued keys. Without it
+    (MoCo v3) the candidates are the keys of the whole batch: with ``axis_name`` the keys of all
+    devices are gathered, and query i's positive is its own key among them.
+
+    Args:
+      q: [n, d] queries on this device (normalised here).
+      k: [n, d] positive keys, row i pairing with query i (normalised here). Gradients flow into
+        ``k`` as into ``q``: MoCo passes keys from its momentum encoder under stop_gradient.
+      queue: optional [K, d] negatives (normalised here).
+      temperature: softmax temperature, > 0.
+      axis_name: mapped axis over which the batch is split; the value is the mean over the
+        global batch and the gradient this device's share of it (see ``global_mean``).
+
+    Returns:
+      A float32 scalar, the same on every device.
+
+    Raises:
+      ValueError: if the shapes disagree or ``temperature`` <= 0.
+
+    >>> import jax.numpy as jnp
+    >>> q = jnp.eye(3)
+    >>> float(info_nce(q, q, temperature=0.05)) < 1e-3  # each query's key is its only match
+    True
+
+    References:
+      He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020
+      (arXiv:1911.05722), eq. 1; Chen et al., "An Empirical Study of Training Self-Supervised
+      Vision Transformers", ICCV 2021 (arXiv:2104.02057).
+    """
+    q = jnp.asarray(q)
+    k = jnp.asarray(k)
+    if q.ndim != 2 or q.shape != k.shape:
+        raise ValueError(
+            f"info_nce expects q and k of the same shape [n, d]; got {q.shape}, {k.shape}."
+        )
+    if queue is not None and (jnp.ndim(queue) != 2 or jnp.shape(queue)[1] != q.shape[1]):
+        raise ValueError(f"info_nce expects queue [K, {q.shape[1]}]; got {jnp.shape(queue)}.")
+    if not temperature > 0:
+        raise ValueError(f"info_nce temperature must be > 0; got {temperature}.")
+
+    q = l2_normalize(q.astype(jnp.float32))
+    k = l2_normalize(k.astype(jnp.float32))
+    n = q.shape[0]
+    if queue is not None:
+        negatives = l2_normalize(jnp.asarray(queue, jnp.float32))
+        positive = jnp.sum(q * k, axis=-1, keepdims=True)
+        logits = jnp.concatenate([positive, q @ negatives.T], axis=1) / temperature
+        targets = jnp.zeros(n, jnp.int32)
+    else:
+        if axis_name is None:
+            keys, offset = k, 0
+        else:
+            keys = lax.all_gather(k, axis_name, tiled=True)
+            offset = lax.axis_index(axis_name) * n
+        logits = q @ keys.T / temperature
+        targets = offset + jnp.arange(n)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    loss = -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
+    return global_mean(loss, axis_name)

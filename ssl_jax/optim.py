@@ -12,8 +12,14 @@ import optax
 
 
 def decay_mask(params: Any) -> Any:
-    """True for weight matrices and convolution kernels; False for biases and norm parameters."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+    """True for weight matrices and kernels; False for biases, norm parameters and frozen ones.
+
+    Parameters under a name containing ``frozen`` get no gradient (their module stops it) and
+    must not shrink by weight decay either.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.ndim > 1 and "frozen" not in jax.tree_util.keystr(path), params
+    )
 
 
 def peak_learning_rate(base_learning_rate: float, batch_size: int, scaling: str) -> float:

@@ -48,6 +48,14 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> ima
         )
     if not config.temperature > 0:
         raise ConfigError(f"temperature={config.temperature} must be > 0.")
+    if config.get("parallelism", "shard_map") not in ("shard_map", "pmap"):
+        raise ConfigError(
+            f"parallelism={config.parallelism!r}: use 'shard_map' (default) or 'pmap'."
+        )
+    try:
+        METHODS[config.method].validate(config, config.batch_size)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     try:
         dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
     except ValueError as error:
@@ -72,7 +80,7 @@ def train_step(
     """
     rng = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-    (_, (batch_stats, metrics)), grads = grad_fn(state.params, state, batch, rng, axis_name)
+    (_, (mutated, metrics)), grads = grad_fn(state.params, state, batch, rng, axis_name)
     if axis_name is not None:
         # Each device's gradient is its share of the global gradient (see methods.base).
         grads = lax.psum(grads, axis_name)
@@ -80,15 +88,23 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
-    state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
-    )
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, **mutated)
     return method.after_update(state), metrics
 
 
-def make_train_step(method: Method, tx: optax.GradientTransformation, mesh) -> Any:
-    """``(state, global batch) -> (state, metrics)`` jitted over ``mesh``; the state is donated."""
+def make_train_step(
+    method: Method, tx: optax.GradientTransformation, mesh, parallelism: str = "shard_map"
+) -> Any:
+    """``(state, global batch) -> (state, metrics)`` over ``mesh``; the state is donated.
+
+    ``parallelism`` picks the driver of the one per-device body: ``"shard_map"`` (jit +
+    shard_map) or ``"pmap"``; both take and return the same global arrays.
+    """
     body = functools.partial(train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS)
+    if parallelism == "pmap":
+        return parallel.pmap(body, mesh, donate_argnums=(0,))
+    if parallelism != "shard_map":
+        raise ValueError(f"parallelism must be 'shard_map' or 'pmap'; got {parallelism!r}.")
     return parallel.shard(
         body, mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()), donate_argnums=(0,)
     )
@@ -212,7 +228,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     tx = optim.make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
-    method = METHODS[config.method](config, dataset.image_size, parallel.DATA_AXIS)
+    method = METHODS[config.method].make(
+        config, dataset.image_size, parallel.DATA_AXIS, total_steps=total_steps
+    )
     logging.info(
         "process %d/%d, %d local / %d global devices; %d steps (%d per epoch), global batch %d",
         jax.process_index(), jax.process_count(), jax.local_device_count(), mesh.size,
@@ -241,7 +259,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             results["knn_top1_init"], results["knn_pixel_baseline"],
         )  # fmt: skip
 
-    step_fn = make_train_step(method, tx, mesh)
+    step_fn = make_train_step(method, tx, mesh, config.get("parallelism", "shard_map"))
     batches = images.train_batches(
         dataset,
         local_batch_size=local_batch_size,

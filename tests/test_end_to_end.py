@@ -93,7 +93,9 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(tmp_p
     config.checkpoint_every_steps = 1
     config.optimizer = "sgd"
     config.learning_rate = 1e30
-    with pytest.raises(FloatingPointError, match="non-finite metrics at step .*lower learning_rate"):
+    with pytest.raises(
+        FloatingPointError, match="non-finite metrics at step .*lower learning_rate"
+    ):
         train.run(config, str(tmp_path))
     saved = checkpoint.Checkpointer(str(tmp_path)).latest_step()
     assert saved is not None and saved < 6

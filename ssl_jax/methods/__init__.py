@@ -1,8 +1,12 @@
-"""Self-supervised methods; ``METHODS`` is the one table a config's ``method`` names."""
+"""Self-supervised methods. ``METHODS`` is the one table a config's ``method`` names.
 
-from ssl_jax.methods import simclr
+Each entry is a module with ``make(config, image_size, bn_axis_name, *, total_steps)`` returning a
+``Method`` and ``validate(config, global_batch_size)`` raising ValueError on unusable settings.
+"""
+
+from ssl_jax.methods import moco, simclr
 from ssl_jax.methods.base import Method
 
-METHODS = {"simclr": simclr.make}
+METHODS = {"simclr": simclr, "moco": moco}
 
-__all__ = ["METHODS", "Method", "simclr"]
+__all__ = ["METHODS", "Method", "moco", "simclr"]

@@ -13,11 +13,12 @@ import jax
 
 # (rng, sample_images uint8 [b, H, W, C]) -> {"params": ..., "batch_stats": ..., "extra": ...}
 InitFn = Callable[[jax.Array, jax.Array], dict[str, Any]]
-# (params, state, batch, rng, axis_name) -> (loss, (new_batch_stats, metrics dict))
+# (params, state, batch, rng, axis_name) -> (loss, (mutated, metrics dict)), where mutated holds
+# the new values of state fields the forward pass changes ("batch_stats", "extra").
 # The loss's value is the global one; its gradient is this device's share of the global
 # gradient, so the trainer sums parameter gradients over devices.
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
-# (state) -> state: method state updated after the optimiser step (EMA encoders, queues).
+# (state) -> state: method state updated after the optimiser step (EMA encoders).
 AfterUpdateFn = Callable[[Any], Any]
 # (variables, images uint8 [b, H, W, C]) -> features float32 [b, F], in evaluation mode.
 EncodeFn = Callable[[dict[str, Any], jax.Array], jax.Array]

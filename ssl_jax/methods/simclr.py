@@ -17,7 +17,7 @@ from jax import lax
 
 from ssl_jax import augment, losses
 from ssl_jax.methods.base import Method
-from ssl_jax.models import ENCODERS, ProjectionHead
+from ssl_jax.models import ProjectionHead, build_encoder
 
 
 class SimCLRModel(nn.Module):
@@ -34,12 +34,7 @@ class SimCLRModel(nn.Module):
 
 def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> SimCLRModel:
     dtype = jnp.dtype(config.get("dtype", "float32"))
-    encoder = ENCODERS[config.model.name](
-        width_multiplier=config.model.width_multiplier,
-        stem=config.model.stem,
-        bn_axis_name=bn_axis_name,
-        dtype=dtype,
-    )
+    encoder = build_encoder(config.model, bn_axis_name, dtype)
     head = ProjectionHead(
         hidden_dim=config.head.hidden_dim,
         output_dim=config.head.output_dim,
@@ -95,7 +90,7 @@ def _loss(
     )
     z1, z2 = projections[:local_batch], projections[local_batch:]
     loss = losses.nt_xent(z1, z2, temperature=temperature, axis_name=axis_name)
-    return loss, (updates["batch_stats"], {"loss": loss})
+    return loss, ({"batch_stats": updates["batch_stats"]}, {"loss": loss})
 
 
 def _encode(variables: dict[str, Any], images: jax.Array, *, model: SimCLRModel) -> jax.Array:
@@ -108,8 +103,27 @@ def _encode(variables: dict[str, Any], images: jax.Array, *, model: SimCLRModel)
     return features
 
 
-def make(config: ml_collections.ConfigDict, image_size: int, bn_axis_name: str | None) -> Method:
+def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
+    """Raises ValueError, naming the field to change, for settings SimCLR cannot train with."""
+    del global_batch_size
+    low, high = config.augment.crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(
+            f"augment.crop_scale={tuple(config.augment.crop_scale)} must be in (0, 1]."
+        )
+    if config.head.num_layers < 1:
+        raise ValueError(f"head.num_layers={config.head.num_layers} must be >= 1.")
+
+
+def make(
+    config: ml_collections.ConfigDict,
+    image_size: int,
+    bn_axis_name: str | None,
+    *,
+    total_steps: int | None = None,
+) -> Method:
     """SimCLR's functions for ``config`` (model, head, augment and temperature fields)."""
+    del total_steps  # SimCLR has no schedule of its own
     model = build_model(config, bn_axis_name)
     return Method(
         name="simclr",
