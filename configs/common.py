@@ -29,6 +29,7 @@ def base() -> ml_collections.ConfigDict:
     config.cache_dataset = True
     config.shuffle_buffer = 50_000
     config.seed = 0
+    config.overwrite = False  # continue a workdir whose saved config differs from this one
     config.dtype = "float32"
     config.parallelism = "shard_map"  # or "pmap": the driver of the per-device train step
 

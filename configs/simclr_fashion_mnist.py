@@ -1,8 +1,9 @@
 """python -m ssl_jax.main --config=configs/simclr_fashion_mnist.py --workdir=workdirs/simclr_fmnist
 
-SimCLR on Fashion-MNIST sized for two CPU cores (~10 minutes): a narrow ResNet-10 with the CIFAR
-stem, grey-image augmentations (crop, flip, brightness/contrast), LARS. ``:runlocal`` shrinks it to
-a seconds-long smoke run.
+SimCLR on Fashion-MNIST sized for two CPU cores (~10 minutes, 800 steps of 256): a quarter-width
+ResNet-10 with a stride-2 3x3 stem, grey-image augmentations (crop of 50-100% of the area, flip,
+brightness/contrast), LARS, temperature 0.2. Crops down to 8% (the ImageNet recipe) cut away too
+much of a 28 px garment for so short a run. ``:runlocal`` shrinks it to a seconds-long smoke run.
 """
 
 import ml_collections
@@ -21,10 +22,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.weight_decay = 1e-5
     config.temperature = 0.2
     config.model.name = "resnet10"
-    config.model.width_multiplier = 0.125
+    config.model.width_multiplier = 0.25
+    config.model.stem = "small"
     config.head.hidden_dim = 256
     config.head.output_dim = 64
-    config.augment.crop_scale = (0.2, 1.0)
+    config.augment.crop_scale = (0.5, 1.0)
     config.augment.jitter_strength = 0.5
     config.knn.batch_size = 2048
     config.log_every_steps = 50

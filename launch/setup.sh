@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v shellcheck > /dev/null; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q dataset-fashion-mnist
+  # tests/test_launch.py lints the launch scripts with shellcheck.
+  $SUDO apt-get install -y -q dataset-fashion-mnist shellcheck
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class Checkpointer:
@@ -39,6 +40,35 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def restore_newest_good(self, abstract_state: Any) -> Any | None:
+        """The newest checkpoint that restores, or None when there is none.
+
+        A checkpoint that fails to restore (truncated or missing files, as a crash or a full
+        disk leaves them) is renamed ``<step>.corrupt`` with a warning, never deleted, and the
+        next older one is tried; the renaming also keeps the bad step from blocking a new save.
+        """
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return self.restore(abstract_state, step)
+            except Exception as error:  # noqa: BLE001 - any failure means unusable
+                self._set_aside(step, error)
+        return None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        path = os.path.join(self.directory, str(step))
+        target = f"{path}.corrupt"
+        suffix = 1
+        while os.path.exists(target):
+            target, suffix = f"{path}.corrupt{suffix}", suffix + 1
+        if jax.process_index() == 0:
+            os.rename(path, target)
+        logging.warning(
+            "checkpoint step %d in %s cannot be restored (%s: %s); moved it to %s and "
+            "falling back to the previous one",
+            step, self.directory, type(error).__name__, str(error)[:200], target,
+        )  # fmt: skip
+        self._manager.reload()
 
     def restore_arrays(self, step: int | None = None) -> Any:
         """The saved tree as nested dicts of host arrays, without a template (for inspection)."""

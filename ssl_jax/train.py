@@ -5,11 +5,11 @@ Methods plug in through ``ssl_jax.methods.METHODS``; nothing here knows which on
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import math
-import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -22,9 +22,10 @@ from clu import metric_writers, periodic_actions
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import checkpoint, optim, parallel
+from ssl_jax import checkpoint, optim, parallel, preemption
+from ssl_jax import workdir as workdir_lib
 from ssl_jax.data import images
-from ssl_jax.evaluation import features, knn
+from ssl_jax.evaluation.monitor import KnnMonitor
 from ssl_jax.methods import METHODS, Method
 from ssl_jax.models import ENCODERS
 from ssl_jax.state import TrainState
@@ -110,12 +111,12 @@ def make_train_step(
     )
 
 
-def create_state(method, tx, seed: int, sample_images: np.ndarray, mesh) -> TrainState:
+def create_state(method, tx, seed: int, sample_batch: dict[str, np.ndarray], mesh) -> TrainState:
     """The initial state, created replicated on ``mesh`` by one jitted init."""
 
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
-        variables = method.init(init_rng, sample_images)
+        variables = method.init(init_rng, sample_batch)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
@@ -126,54 +127,6 @@ def create_state(method, tx, seed: int, sample_images: np.ndarray, mesh) -> Trai
         )
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(seed))
-
-
-class KnnMonitor:
-    """kNN top-1 of the test split against the memory split, and the raw-pixel baseline."""
-
-    def __init__(self, config, dataset: images.ImageDataset, mesh, workdir: str):
-        self.config, self.mesh, self.dataset = config.knn, mesh, dataset
-        load = functools.partial(
-            images.load_split,
-            dataset,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            data_dir=config.data_dir,
-        )
-        self.memory = load(dataset.memory_split, max_examples=self.config.max_memory_examples)
-        self.test = load(dataset.test_split, max_examples=self.config.max_test_examples)
-        self.baseline_path = os.path.join(workdir, "knn_pixel_baseline.json")
-
-    def _accuracy(self, bank, bank_labels, queries, query_labels) -> float:
-        return knn.knn_accuracy(
-            bank, bank_labels, queries, query_labels,
-            num_classes=self.dataset.num_classes, k=self.config.k,
-            temperature=self.config.temperature,
-        )  # fmt: skip
-
-    def pixel_baseline(self) -> float:
-        """Same kNN on raw pixels (computed once per workdir)."""
-        if os.path.exists(self.baseline_path):
-            with open(self.baseline_path) as f:
-                return json.load(f)["knn_top1"]
-        flat = lambda x: x.reshape(len(x), -1).astype(np.float32)  # noqa: E731
-        accuracy = self._accuracy(
-            flat(self.memory[0]), self.memory[1], flat(self.test[0]), self.test[1]
-        )
-        if jax.process_index() == 0:
-            with open(self.baseline_path, "w") as f:
-                json.dump({"knn_top1": accuracy}, f)
-        return accuracy
-
-    def __call__(self, method: Method, state: TrainState) -> float:
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        extract = functools.partial(
-            features.extract_features, method.encode, variables, mesh=self.mesh,
-            batch_size=self.config.batch_size,
-        )  # fmt: skip
-        bank, bank_labels = extract(*self.memory)
-        queries, query_labels = extract(*self.test)
-        return self._accuracy(bank, bank_labels, queries, query_labels)
 
 
 def _finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
@@ -218,10 +171,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """
     mesh = parallel.make_mesh()
     dataset = validate_config(config, mesh.size)
+    problem = workdir_lib.check_and_record_config(config, workdir)
+    if problem:
+        raise ConfigError(problem)
     local_batch_size = config.batch_size // jax.process_count()
     steps_per_epoch = images.num_examples(dataset, dataset.train_split, config.data_dir)
     steps_per_epoch //= config.batch_size
-    total_steps = config.total_steps or int(config.epochs * steps_per_epoch)
+    total_steps = config.total_steps
+    if total_steps is None:
+        total_steps = int(config.epochs * steps_per_epoch)
     peak = optim.peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     schedule = optim.make_schedule(peak, total_steps, warmup_steps, config.schedule)
@@ -238,10 +196,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )  # fmt: skip
 
     shape = (local_batch_size, dataset.image_size, dataset.image_size, dataset.channels)
-    state = create_state(method, tx, config.seed, np.zeros(shape, np.uint8), mesh)
+    state = create_state(method, tx, config.seed, {"image": np.zeros(shape, np.uint8)}, mesh)
     checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    if checkpoints.latest_step() is not None:
-        state = checkpoints.restore(checkpoint.abstract_like(state))
+    restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
+    if restored is not None:
+        state = restored
         logging.info("resumed from %s at step %d", checkpoints.directory, int(state.step))
     start_step = int(state.step)
 
@@ -250,53 +209,95 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )
     writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
     monitor = KnnMonitor(config, dataset, mesh, workdir)
-    results: dict[str, float] = {"knn_pixel_baseline": monitor.pixel_baseline()}
+    results = monitor.baselines()
     if start_step == 0:
-        results["knn_top1_init"] = monitor(method, state)
-        writer.write_scalars(0, {"knn_top1": results["knn_top1_init"]})
-        logging.info(
-            "kNN top-1 at init: %.4f (raw pixels: %.4f)",
-            results["knn_top1_init"], results["knn_pixel_baseline"],
-        )  # fmt: skip
+        initial = monitor(method, state)
+        _report_eval(writer, 0, initial, results)
+        results.update({f"{name}_init": value for name, value in initial.items()})
 
-    step_fn = make_train_step(method, tx, mesh, config.get("parallelism", "shard_map"))
-    batches = images.train_batches(
-        dataset,
-        local_batch_size=local_batch_size,
-        seed=config.seed,
-        start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        cache=config.cache_dataset,
-        shuffle_buffer=config.shuffle_buffer,
-        data_dir=config.data_dir,
+    loop = _Loop(
+        config=config,
+        mesh=mesh,
+        total_steps=total_steps,
+        step_fn=make_train_step(method, tx, mesh, config.get("parallelism", "shard_map")),
+        batches=images.train_batches(
+            dataset,
+            local_batch_size=local_batch_size,
+            seed=config.seed,
+            start_step=start_step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            cache=config.cache_dataset,
+            shuffle_buffer=config.shuffle_buffer,
+            data_dir=config.data_dir,
+        ),
+        checkpoints=checkpoints,
+        evaluate=functools.partial(monitor, method),
+        writer=writer,
+        logger=_StepLogger(writer, schedule, config.batch_size, total_steps, start_step),
     )
-    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-    logger = _StepLogger(writer, schedule, config.batch_size, total_steps, start_step)
-    try:
-        for step in range(start_step + 1, total_steps + 1):
-            state, metrics = step_fn(state, parallel.to_global(next(batches), mesh))
-            progress(step)
-            is_last = step == total_steps
-            should_save = step % config.checkpoint_every_steps == 0 or is_last
-            if step % config.log_every_steps == 0 or should_save:
-                # Checked before every save too: a diverged state never replaces a good checkpoint.
-                metrics = _finite(jax.device_get(metrics), step)
-            if step % config.log_every_steps == 0 or is_last:
-                results["loss"] = logger(step, metrics)
-            if should_save:
-                checkpoints.save(step, state)
-            if step % config.eval_every_steps == 0 or step == total_steps:
-                results["knn_top1"] = monitor(method, state)
-                writer.write_scalars(step, {"knn_top1": results["knn_top1"]})
-                logging.info(
-                    "step %d  kNN top-1: %.4f (raw pixels: %.4f)",
-                    step, results["knn_top1"], results["knn_pixel_baseline"],
-                )  # fmt: skip
-        if "knn_top1" not in results:  # resumed a run that had already finished
-            results["knn_top1"] = monitor(method, state)
-    finally:
-        # Pending asynchronous saves complete even when the loop fails.
-        checkpoints.close()
+    with preemption.PreemptionGuard() as guard:
+        results.update(loop(state, start_step, guard, baselines=dict(results)))
     writer.flush()
     return results
+
+
+def _report_eval(writer, step: int, metrics: dict[str, float], baselines: dict[str, float]):
+    writer.write_scalars(step, metrics)
+    shown = "  ".join(f"{name} {value:.4f}" for name, value in {**metrics, **baselines}.items())
+    logging.info("step %d evaluation: %s", step, shown)
+
+
+@dataclasses.dataclass
+class _Loop:
+    """The pieces the step loop drives; calling it trains and returns the new results."""
+
+    config: ml_collections.ConfigDict
+    mesh: Any
+    total_steps: int
+    step_fn: Any
+    batches: Iterator[dict[str, np.ndarray]]
+    checkpoints: checkpoint.Checkpointer
+    evaluate: Any
+    writer: Any
+    logger: Any
+
+    def __call__(self, state, start_step: int, guard, *, baselines) -> dict[str, Any]:
+        config, results = self.config, {}
+        progress = periodic_actions.ReportProgress(
+            num_train_steps=self.total_steps, writer=self.writer
+        )
+        try:
+            for step in range(start_step + 1, self.total_steps + 1):
+                state, metrics = self.step_fn(
+                    state, parallel.to_global(next(self.batches), self.mesh)
+                )
+                progress(step)
+                preempted = guard.should_stop(step, config.log_every_steps)
+                is_last = step == self.total_steps
+                should_save = preempted or is_last or step % config.checkpoint_every_steps == 0
+                if step % config.log_every_steps == 0 or should_save:
+                    # Checked before every save: a diverged state never replaces a good checkpoint.
+                    metrics = _finite(jax.device_get(metrics), step)
+                if step % config.log_every_steps == 0 or is_last or preempted:
+                    results["loss"] = self.logger(step, metrics)
+                if should_save:
+                    self.checkpoints.save(step, state)
+                if preempted:
+                    logging.warning(
+                        "stopped at step %d on request; checkpoint saved, rerun the same command "
+                        "to continue",
+                        step,
+                    )
+                    results["preempted_at_step"] = step
+                    return results
+                if is_last or step % config.eval_every_steps == 0:
+                    evaluated = self.evaluate(state)
+                    results.update(evaluated)
+                    _report_eval(self.writer, step, evaluated, baselines)
+            if start_step >= self.total_steps:  # resumed a run that had already finished
+                results.update(self.evaluate(state))
+        finally:
+            # Pending asynchronous saves complete even when the loop fails.
+            self.checkpoints.close()
+        return results

@@ -28,7 +28,7 @@ def run_steps(devices, images, num_steps):
     method = simclr.make(config, images.shape[1], parallel.DATA_AXIS)
     schedule = optim.make_schedule(0.5, total_steps=10, warmup_steps=1)
     tx = optim.make_optimizer("lars", schedule, weight_decay=1e-4)
-    state = train.create_state(method, tx, 0, images[:2], mesh)
+    state = train.create_state(method, tx, 0, {"image": images[:2]}, mesh)
     states, losses = [jax.device_get(state)], []
     step_fn = train.make_train_step(method, tx, mesh)
     batch = {"image": images, "label": np.zeros(len(images), np.int32)}

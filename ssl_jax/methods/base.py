@@ -11,7 +11,8 @@ from typing import Any
 
 import jax
 
-# (rng, sample_images uint8 [b, H, W, C]) -> {"params": ..., "batch_stats": ..., "extra": ...}
+# (rng, sample_batch: a host batch like the ones the step gets) -> {"params": ...,
+# "batch_stats": ..., "extra": ...}
 InitFn = Callable[[jax.Array, jax.Array], dict[str, Any]]
 # (params, state, batch, rng, axis_name) -> (loss, (mutated, metrics dict)), where mutated holds
 # the new values of state fields the forward pass changes ("batch_stats", "extra").

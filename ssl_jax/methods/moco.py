@@ -158,9 +158,9 @@ def _after_update(state, *, momentum_fn):
     return state.replace(extra=dict(state.extra, key_params=key_params))
 
 
-def _init(rng, sample_images, *, model, queue_size: int, version: int):
+def _init(rng, sample_batch, *, model, queue_size: int, version: int):
     init_rng, queue_rng = jax.random.split(rng)
-    images = jnp.asarray(sample_images, jnp.float32) / 255.0
+    images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
     variables = model.init(init_rng, images, train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     extra = {"key_params": params, "key_batch_stats": batch_stats}

@@ -58,8 +58,8 @@ def augment_kwargs(config: ml_collections.ConfigDict, image_size: int) -> dict[s
     )
 
 
-def _init(rng: jax.Array, sample_images: jax.Array, *, model: SimCLRModel) -> dict[str, Any]:
-    images = jnp.asarray(sample_images, jnp.float32) / 255.0
+def _init(rng: jax.Array, sample_batch: dict[str, Any], *, model: SimCLRModel) -> dict[str, Any]:
+    images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
     variables = model.init(rng, images, train=False)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 

@@ -1,0 +1,36 @@
+"""SimCLR image augmentations as pure JAX functions of (key, image), one module per kind of op.
+
+They have static shapes and no Python branching on traced values, so they run on device inside a
+jitted or shard_mapped train step, one ``vmap`` over the batch.
+"""
+
+from ssl_jax.augment.blur import gaussian_blur
+from ssl_jax.augment.color import (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    color_jitter,
+    hsv_to_rgb,
+    rgb_to_hsv,
+    to_grayscale,
+)
+from ssl_jax.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
+from ssl_jax.augment.views import simclr_augment, simclr_views
+
+__all__ = [
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "color_jitter",
+    "crop_and_resize",
+    "gaussian_blur",
+    "hsv_to_rgb",
+    "random_resized_crop",
+    "rgb_to_hsv",
+    "sample_crop_box",
+    "simclr_augment",
+    "simclr_views",
+    "to_grayscale",
+]

@@ -1,0 +1,69 @@
+"""The evaluation a pretraining run reports as it goes: kNN top-1 against the raw-pixel baseline.
+
+Called by the trainer at the start, every ``eval_every_steps`` and at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from ssl_jax.data import images
+from ssl_jax.evaluation import features, knn
+from ssl_jax.methods.base import Method
+
+
+class KnnMonitor:
+    """kNN top-1 of the test split against the memory split, and the raw-pixel baseline."""
+
+    def __init__(self, config, dataset: images.ImageDataset, mesh, workdir: str):
+        self.config, self.mesh, self.dataset = config.knn, mesh, dataset
+        load = functools.partial(
+            images.load_split,
+            dataset,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            data_dir=config.data_dir,
+        )
+        self.memory = load(dataset.memory_split, max_examples=self.config.max_memory_examples)
+        self.test = load(dataset.test_split, max_examples=self.config.max_test_examples)
+        self.baseline_path = os.path.join(workdir, "knn_pixel_baseline.json")
+
+    def _accuracy(self, bank, bank_labels, queries, query_labels) -> float:
+        return knn.knn_accuracy(
+            bank, bank_labels, queries, query_labels,
+            num_classes=self.dataset.num_classes, k=self.config.k,
+            temperature=self.config.temperature,
+        )  # fmt: skip
+
+    def baselines(self) -> dict[str, float]:
+        """The same kNN on raw pixels (computed once per workdir)."""
+        if os.path.exists(self.baseline_path):
+            with open(self.baseline_path) as f:
+                return {"knn_pixel_baseline": json.load(f)["knn_top1"]}
+        def everyone(images, labels):
+            # Every process scores the whole split, so all report the same baseline.
+            pixels = images.reshape(len(images), -1)
+            gathered = multihost_utils.process_allgather((pixels, labels), tiled=True)
+            return np.asarray(gathered[0], np.float32), np.asarray(gathered[1])
+
+        accuracy = self._accuracy(*everyone(*self.memory), *everyone(*self.test))
+        if jax.process_index() == 0:
+            with open(self.baseline_path, "w") as f:
+                json.dump({"knn_top1": accuracy}, f)
+        return {"knn_pixel_baseline": accuracy}
+
+    def __call__(self, method: Method, state) -> dict[str, float]:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        extract = functools.partial(
+            features.extract_features, method.encode, variables, mesh=self.mesh,
+            batch_size=self.config.batch_size,
+        )  # fmt: skip
+        bank, bank_labels = extract(*self.memory)
+        queries, query_labels = extract(*self.test)
+        return {"knn_top1": self._accuracy(bank, bank_labels, queries, query_labels)}

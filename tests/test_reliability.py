@@ -1,0 +1,125 @@
+"""Runs that die survive: SIGKILL and SIGTERM at step boundaries or mid-save, corrupt checkpoints,
+and a workdir restarted with another config.
+
+SSL_JAX_KILL_POINTS=50 runs the kill test at 50 random moments instead of 2.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from test_data import needs_fashion_mnist
+
+from configs import simclr_fashion_mnist
+from ssl_jax import checkpoint, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = [
+    "--config=configs/simclr_fashion_mnist.py:runlocal",
+    "--config.total_steps=6",
+    "--config.checkpoint_every_steps=1",
+    "--config.eval_every_steps=100",
+]
+pytestmark = [pytest.mark.slow, needs_fashion_mnist]
+
+
+def start(workdir):
+    command = [sys.executable, "-m", "ssl_jax.main", f"--workdir={workdir}", *OVERRIDES]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for(process, text, timeout=300):
+    deadline = time.monotonic() + timeout
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if text in line:
+            return lines
+        assert time.monotonic() < deadline, "".join(lines[-20:])
+    raise AssertionError(f"{text!r} never printed:\n" + "".join(lines[-30:]))
+
+
+def finish(workdir):
+    process = start(workdir)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def final_arrays(workdir):
+    return checkpoint.Checkpointer(str(workdir)).restore_arrays(6)
+
+
+def assert_bitwise_equal(got, want):
+    leaves = jax.tree_util.tree_leaves_with_path(want)
+    for (path, expected), actual in zip(leaves, jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(actual, expected, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    finish(workdir)
+    return final_arrays(workdir)
+
+
+def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, uninterrupted):
+    kill_points = int(os.environ.get("SSL_JAX_KILL_POINTS", "2"))
+    rng = random.Random(0)
+    for index in range(kill_points):
+        workdir = tmp_path / f"killed{index}"
+        process = start(workdir)
+        wait_for(process, f"step {rng.randint(1, 4)}/6")
+        time.sleep(rng.uniform(0.0, 0.5))  # anywhere in a step, a save or an evaluation
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        finish(workdir)
+        assert_bitwise_equal(final_arrays(workdir), uninterrupted)
+
+
+def test_sigterm_saves_exits_cleanly_and_the_rerun_continues(tmp_path, uninterrupted):
+    process = start(tmp_path)
+    wait_for(process, "step 2/6")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]
+    assert "stopped at step" in output
+    stopped = checkpoint.Checkpointer(str(tmp_path)).latest_step()
+    assert stopped is not None and stopped < 6
+    resumed = finish(tmp_path)
+    assert f"resumed from {tmp_path}/checkpoints at step {stopped}" in resumed
+    assert_bitwise_equal(final_arrays(tmp_path), uninterrupted)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, uninterrupted):
+    finish(tmp_path)
+    newest = tmp_path / "checkpoints" / "6"
+    victims = sorted(p for p in newest.rglob("*") if p.is_file() and p.stat().st_size > 1000)
+    victims[0].write_bytes(victims[0].read_bytes()[:100])  # truncated as by a crash mid-write
+    output = finish(tmp_path)
+    assert "checkpoint step 6" in output and "cannot be restored" in output
+    assert "resumed from" in output and "at step 5" in output
+    assert (tmp_path / "checkpoints" / "6.corrupt").is_dir()  # kept for inspection
+    assert_bitwise_equal(final_arrays(tmp_path), uninterrupted)
+
+
+def test_restarting_a_workdir_with_another_config_is_refused(tmp_path):
+    config = simclr_fashion_mnist.get_config("runlocal")
+    config.total_steps = 0  # records the config, trains nothing
+    config.eval_every_steps = 100
+    train.run(config, str(tmp_path))
+    config.temperature = 0.7
+    with pytest.raises(train.ConfigError, match=r"temperature: 0.2 -> 0.7.*--config.overwrite"):
+        train.run(config, str(tmp_path))
+    config.total_steps = 0
+    config.overwrite = True
+    train.run(config, str(tmp_path))
