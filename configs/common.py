@@ -116,3 +116,46 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.checkpoint_every_steps = 2
     config.eval_every_steps = 4
     return config
+
+
+def text_base() -> ml_collections.ConfigDict:
+    """``base()`` for masked-language modelling: BERT, WordPiece text, AdamW + linear schedule.
+
+    Text runs count warm-up in steps (``warmup_steps``): an epoch of packed sequences is only
+    known after tokenising the corpus.
+    """
+    config = base()
+    config.method = "mlm"
+    config.dataset = "ptb"
+    config.optimizer = "adamw"
+    config.schedule = "linear"
+    config.lr_scaling = "none"
+    config.learning_rate = 1e-4
+    config.weight_decay = 0.01
+    config.warmup_steps = 10_000
+    config.warmup_epochs = 0.0
+    config.shuffle_buffer = 10_000  # packed sequences
+    config.model = ml_collections.ConfigDict(
+        dict(name="bert_base", dropout_rate=0.1, max_position=512)
+    )
+    config.text = ml_collections.ConfigDict(
+        dict(
+            max_seq_len=128,
+            vocab_path=ml_collections.FieldReference(None, field_type=str),  # None: built one
+            vocab_size=8192,  # target size when building a vocab
+            lower_case=True,
+            nsp=False,
+            whole_word_masking=False,
+        )
+    )
+    config.mlm = ml_collections.ConfigDict(
+        dict(
+            mask_rate=0.15,
+            max_predictions=20,  # BERT: 20 for 128 tokens, 80 for 512
+            eval_mask_seed=1234,
+            eval_batch_size=256,
+            max_eval_sequences=ml_collections.FieldReference(None, field_type=int),
+            probe_max_seq_len=128,
+        )
+    )
+    return config

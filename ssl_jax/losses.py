@@ -176,3 +176,64 @@ def info_nce(
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     loss = -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
     return global_mean(loss, axis_name)
+
+
+def mlm_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
+    *,
+    axis_name: Hashable | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Masked-language-model cross entropy and accuracy, weighted by the prediction weights.
+
+    Both are weighted means over every prediction slot: with ``axis_name`` over the slots of all
+    devices (the denominator is the global weight sum), so the value equals the one-device loss
+    on the global batch and the gradient is this device's share of it (see ``global_mean``).
+
+    Args:
+      logits: [..., P, V] scores at the prediction slots (computed in float32 here).
+      labels: int [..., P] target ids.
+      weights: [..., P] slot weights (1 for real predictions, 0 for unused slots).
+      axis_name: mapped axis over which the batch is split, or None.
+
+    Returns:
+      ``(loss, accuracy)``: float32 scalars, the same on every device; both are 0 when every
+      weight is 0.
+
+    Raises:
+      ValueError: if the shapes disagree.
+
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
+    >>> loss, accuracy = mlm_loss(logits, jnp.array([[0, 0]]), jnp.array([[1.0, 0.0]]))
+    >>> round(float(loss), 4), float(accuracy)  # only the first slot counts: -log 0.5
+    (0.6931, 1.0)
+
+    References:
+      Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers for Language
+      Understanding", NAACL 2019 (arXiv:1810.04805), section 3.1.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    labels = jnp.asarray(labels)
+    weights = jnp.asarray(weights, jnp.float32)
+    if logits.shape[:-1] != labels.shape or labels.shape != weights.shape:
+        raise ValueError(
+            f"mlm_loss expects logits [..., P, V], labels and weights [..., P]; got "
+            f"{logits.shape}, {labels.shape}, {weights.shape}."
+        )
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    weights = lax.stop_gradient(weights)
+    total = jnp.sum(weights)
+    if axis_name is not None:
+        total = lax.psum(total, axis_name)
+    denominator = jnp.maximum(total, 1e-8)
+    # This device's share of the global weighted mean; the psum below only fixes the value.
+    loss_share = jnp.sum(weights * nll) / denominator
+    accuracy_share = jnp.sum(weights * correct) / denominator
+    if axis_name is None:
+        return loss_share, accuracy_share
+    loss = loss_share + lax.stop_gradient(lax.psum(loss_share, axis_name) - loss_share)
+    return loss, lax.psum(accuracy_share, axis_name)

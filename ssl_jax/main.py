@@ -52,7 +52,10 @@ def main(argv: list[str]) -> None:
     except (parallel.StartupError, train.ConfigError, FloatingPointError) as error:
         logging.flush()
         sys.exit(f"error: {error}")
-    summary = "  ".join(f"{key} {value:.4f}" for key, value in results.items())
+    summary = "  ".join(
+        f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in results.items()
+    )
     print(f"done: {summary}", flush=True)
 
 

@@ -24,10 +24,10 @@ from jax.sharding import PartitionSpec as P
 
 from ssl_jax import checkpoint, optim, parallel, preemption
 from ssl_jax import workdir as workdir_lib
-from ssl_jax.data import images
-from ssl_jax.evaluation.monitor import KnnMonitor
+from ssl_jax.data import sources
 from ssl_jax.methods import METHODS, Method
 from ssl_jax.models import ENCODERS
+from ssl_jax.models.bert import BERTS
 from ssl_jax.state import TrainState
 
 
@@ -35,12 +35,13 @@ class ConfigError(ValueError):
     """A config that cannot run; the message says in one line what to change."""
 
 
-def validate_config(config: ml_collections.ConfigDict, device_count: int) -> images.ImageDataset:
-    """Checks everything that would otherwise fail after compiling; returns the dataset."""
+def validate_config(config: ml_collections.ConfigDict, device_count: int) -> None:
+    """Checks everything that would otherwise fail after compiling, before anything is written."""
     if config.method not in METHODS:
         raise ConfigError(f"unknown method {config.method!r}: use one of {sorted(METHODS)}.")
-    if config.model.name not in ENCODERS:
-        raise ConfigError(f"unknown model {config.model.name!r}: use one of {sorted(ENCODERS)}.")
+    models = {**ENCODERS, **BERTS}
+    if config.model.name not in models:
+        raise ConfigError(f"unknown model {config.model.name!r}: use one of {sorted(models)}.")
     if config.batch_size <= 0 or config.batch_size % device_count:
         raise ConfigError(
             f"batch_size={config.batch_size} must be a positive multiple of the "
@@ -57,14 +58,9 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> ima
         METHODS[config.method].validate(config, config.batch_size)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    try:
-        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    missing = images.missing_data_message(config.dataset, config.data_dir)
+    missing = sources.problem(config)
     if missing:
         raise ConfigError(missing)
-    return dataset
 
 
 def train_step(
@@ -153,13 +149,13 @@ class _StepLogger:
         scalars = dict(
             metrics,
             learning_rate=float(self.schedule(step - 1)),
-            images_per_sec=steps_per_sec * self.batch_size,
+            examples_per_sec=steps_per_sec * self.batch_size,
         )
         self.writer.write_scalars(step, scalars)
         eta = time.strftime("%H:%M:%S", time.gmtime((self.total_steps - step) / steps_per_sec))
         logging.info(
-            "step %d/%d  loss %.4f  %.2f steps/s  %.0f images/s  ETA %s",
-            step, self.total_steps, scalars["loss"], steps_per_sec, scalars["images_per_sec"], eta,
+            "step %d/%d  loss %.4f  %.2f steps/s  %.0f examples/s  ETA %s",
+            step, self.total_steps, scalars["loss"], steps_per_sec, scalars["examples_per_sec"], eta,
         )  # fmt: skip
         return scalars["loss"]
 
@@ -170,33 +166,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     Returns the final metrics (loss and kNN accuracies).
     """
     mesh = parallel.make_mesh()
-    dataset = validate_config(config, mesh.size)
+    validate_config(config, mesh.size)
     problem = workdir_lib.check_and_record_config(config, workdir)
     if problem:
         raise ConfigError(problem)
     local_batch_size = config.batch_size // jax.process_count()
-    steps_per_epoch = images.num_examples(dataset, dataset.train_split, config.data_dir)
-    steps_per_epoch //= config.batch_size
+    source = sources.build(config, local_batch_size)
     total_steps = config.total_steps
     if total_steps is None:
-        total_steps = int(config.epochs * steps_per_epoch)
+        total_steps = int(config.epochs * source.steps_per_epoch())
+    warmup_steps = config.get("warmup_steps") or int(
+        config.warmup_epochs * source.steps_per_epoch() if config.warmup_epochs else 0
+    )
     peak = optim.peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     schedule = optim.make_schedule(peak, total_steps, warmup_steps, config.schedule)
     tx = optim.make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
     method = METHODS[config.method].make(
-        config, dataset.image_size, parallel.DATA_AXIS, total_steps=total_steps
+        config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
     )
     logging.info(
-        "process %d/%d, %d local / %d global devices; %d steps (%d per epoch), global batch %d",
+        "process %d/%d, %d local / %d global devices; %d steps, global batch %d",
         jax.process_index(), jax.process_count(), jax.local_device_count(), mesh.size,
-        total_steps, steps_per_epoch, config.batch_size,
+        total_steps, config.batch_size,
     )  # fmt: skip
 
-    shape = (local_batch_size, dataset.image_size, dataset.image_size, dataset.channels)
-    state = create_state(method, tx, config.seed, {"image": np.zeros(shape, np.uint8)}, mesh)
+    state = create_state(method, tx, config.seed, source.sample_batch, mesh)
     checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
     if restored is not None:
@@ -208,7 +204,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         workdir, just_logging=jax.process_index() > 0, asynchronous=False
     )
     writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
-    monitor = KnnMonitor(config, dataset, mesh, workdir)
+    monitor = source.monitor(mesh, workdir)
     results = monitor.baselines()
     if start_step == 0:
         initial = monitor(method, state)
@@ -220,17 +216,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         mesh=mesh,
         total_steps=total_steps,
         step_fn=make_train_step(method, tx, mesh, config.get("parallelism", "shard_map")),
-        batches=images.train_batches(
-            dataset,
-            local_batch_size=local_batch_size,
-            seed=config.seed,
-            start_step=start_step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            cache=config.cache_dataset,
-            shuffle_buffer=config.shuffle_buffer,
-            data_dir=config.data_dir,
-        ),
+        batches=source.batches(start_step),
         checkpoints=checkpoints,
         evaluate=functools.partial(monitor, method),
         writer=writer,

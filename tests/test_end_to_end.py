@@ -105,3 +105,24 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(tmp_p
         train.run(config, str(tmp_path))
     saved = checkpoint.Checkpointer(str(tmp_path)).latest_step()
     assert saved is not None and saved < 6
+
+
+@pytest.mark.slow
+def test_mlm_trains_through_the_same_trainer(tmp_path):
+    from configs import bert_mlm_ptb
+    from ssl_jax.data import sources
+
+    config = bert_mlm_ptb.get_config("runlocal")
+    if sources.problem(config):
+        pytest.skip(f"{sources.problem(config)} (.ci/run prepares it)")
+    config.batch_size = 32
+    config.total_steps = 30
+    config.warmup_steps = 3
+    config.eval_every_steps = 30
+    config.log_every_steps = 10
+    config.checkpoint_every_steps = 30
+    results = train.run(config, str(tmp_path))
+    assert results["eval_mlm_loss"] < results["eval_mlm_loss_init"] - 0.5, results
+    assert results["eval_mlm_accuracy"] > results["eval_mlm_accuracy_init"], results
+    assert 0 < results["eval_most_frequent_token_accuracy"] < 0.2
+    assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == 30

@@ -1,6 +1,7 @@
 """Builds tfds datasets offline from local copies of their source files.
 
-Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; everything else uses tfds's download.
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; text corpora from our builders
+(``ssl_jax.data.builders``) plus a WordPiece vocab; everything else uses tfds's download.
 Run as ``python -m ssl_jax.data.prepare fashion_mnist``; safe to run again (it does nothing then).
 """
 
@@ -44,8 +45,20 @@ def _write_atomically(path: str, payload: bytes) -> None:
 
 
 def prepare(name: str, data_dir: str | None = None) -> None:
-    """Makes ``tfds.load(name, data_dir=data_dir)`` work; a no-op when it already does."""
+    """Makes ``tfds.load(name, data_dir=data_dir)`` work; a no-op when it already does.
+
+    Text corpora (``ssl_jax.data.text.DATASETS``; ``NAME:VOCAB_SIZE`` picks the vocab size) are
+    built with their WordPiece vocab.
+    """
     import tensorflow_datasets as tfds
+
+    from ssl_jax.data import text
+
+    text_name, _, vocab_size = name.partition(":")
+    if text_name in text.DATASETS:
+        dataset = text.prepare(text_name, data_dir, vocab_size=int(vocab_size or 0) or None)
+        print(f"prepared {text_name} ({dataset.tfds_name}) with vocab {dataset.vocab_path}")
+        return
 
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():

@@ -46,6 +46,7 @@ class KnnMonitor:
         if os.path.exists(self.baseline_path):
             with open(self.baseline_path) as f:
                 return {"knn_pixel_baseline": json.load(f)["knn_top1"]}
+
         def everyone(images, labels):
             # Every process scores the whole split, so all report the same baseline.
             pixels = images.reshape(len(images), -1)

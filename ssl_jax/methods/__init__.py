@@ -4,9 +4,9 @@ Each entry is a module with ``make(config, image_size, bn_axis_name, *, total_st
 ``Method`` and ``validate(config, global_batch_size)`` raising ValueError on unusable settings.
 """
 
-from ssl_jax.methods import moco, simclr
+from ssl_jax.methods import mlm, moco, simclr
 from ssl_jax.methods.base import Method
 
-METHODS = {"simclr": simclr, "moco": moco}
+METHODS = {"simclr": simclr, "moco": moco, "mlm": mlm}
 
-__all__ = ["METHODS", "Method", "moco", "simclr"]
+__all__ = ["METHODS", "Method", "mlm", "moco", "simclr"]
