@@ -155,7 +155,8 @@ class _StepLogger:
         eta = time.strftime("%H:%M:%S", time.gmtime((self.total_steps - step) / steps_per_sec))
         logging.info(
             "step %d/%d  loss %.4f  %.2f steps/s  %.0f examples/s  ETA %s",
-            step, self.total_steps, scalars["loss"], steps_per_sec, scalars["examples_per_sec"], eta,
+            step, self.total_steps, scalars["loss"], steps_per_sec,
+            scalars["examples_per_sec"], eta,
         )  # fmt: skip
         return scalars["loss"]
 

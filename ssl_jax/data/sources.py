@@ -91,7 +91,7 @@ def build(config: ml_collections.ConfigDict, local_batch_size: int) -> Source:
     from ssl_jax.evaluation.monitor import KnnMonitor
 
     return Source(
-        steps_per_epoch=max(1, examples // config.batch_size),
+        steps_per_epoch=lambda: max(1, examples // config.batch_size),
         image_size=dataset.image_size,
         sample_batch={"image": np.zeros(shape, np.uint8)},
         batches=functools.partial(_image_batches, dataset, config.cache_dataset, position),
