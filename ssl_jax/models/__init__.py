@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import ml_collections
 
+from ssl_jax.models.bert import BERTS, Bert, BertBase, BertLarge, BertTiny
 from ssl_jax.models.heads import ProjectionHead
 from ssl_jax.models.resnet import (
     RESNETS,
@@ -40,6 +41,11 @@ def build_encoder(
 
 
 __all__ = [
+    "BERTS",
+    "Bert",
+    "BertBase",
+    "BertLarge",
+    "BertTiny",
     "ENCODERS",
     "BasicBlock",
     "BottleneckBlock",
