@@ -12,10 +12,8 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=200)
-    config = common.base()
+    config = common.imagenet(common.base())
     config.method = "moco"
-    config.dataset = "imagenet2012"
-    config.image_size = 224
     config.batch_size = 256
     config.epochs = float(args.epochs)
     config.warmup_epochs = 0.0
@@ -23,9 +21,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.learning_rate = 0.03
     config.weight_decay = 1e-4
     config.temperature = 0.2
-    config.dtype = "bfloat16"
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
     config.head.hidden_dim = 2048
     config.head.output_dim = 128
     config.head.use_bn = False
@@ -36,9 +31,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augment.jitter_strength = 0.5  # torchvision ColorJitter(0.4, 0.4, 0.4, 0.1)
     config.augment.crop_scale = (0.2, 1.0)
     config.augment.blur_prob = 0.5
-    config.cache_dataset = False
-    config.shuffle_buffer = 10_000
-    config.knn.max_memory_examples = 50_000
     if args.runlocal:
         common.shrink_for_runlocal(config)
         config.image_size = 64

@@ -12,10 +12,8 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=100, learning_rate=0.6)
-    config = common.base()
+    config = common.imagenet(common.base())
     config.method = "moco"
-    config.dataset = "imagenet2012"
-    config.image_size = 224
     config.batch_size = 4096
     config.epochs = float(args.epochs)
     config.warmup_epochs = 10.0
@@ -23,9 +21,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.learning_rate = float(args.learning_rate)
     config.weight_decay = 1.5e-6
     config.temperature = 1.0
-    config.dtype = "bfloat16"
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
     config.head.hidden_dim = 4096
     config.head.output_dim = 256
     config.head.num_layers = 3
@@ -37,9 +32,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.moco.bn = "sync"
     config.augment.jitter_strength = 0.5
     config.augment.blur_prob = 0.5
-    config.cache_dataset = False
-    config.shuffle_buffer = 10_000
-    config.knn.max_memory_examples = 50_000
     if args.runlocal:
         common.shrink_for_runlocal(config)
         config.image_size = 64

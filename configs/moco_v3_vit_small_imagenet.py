@@ -13,10 +13,8 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=300)
-    config = common.base()
+    config = common.imagenet(common.base())
     config.method = "moco"
-    config.dataset = "imagenet2012"
-    config.image_size = 224
     config.batch_size = 4096
     config.epochs = float(args.epochs)
     config.warmup_epochs = 40.0
@@ -24,7 +22,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.learning_rate = 1.5e-4
     config.weight_decay = 0.1
     config.temperature = 0.2
-    config.dtype = "bfloat16"
     config.model.name = "vit_small"
     config.model.patch_size = 16
     config.model.freeze_patch_embed = True
@@ -39,9 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.moco.bn = "sync"
     config.augment.jitter_strength = 0.5
     config.augment.blur_prob = 0.5
-    config.cache_dataset = False
-    config.shuffle_buffer = 10_000
-    config.knn.max_memory_examples = 50_000
     if args.runlocal:
         common.shrink_for_runlocal(config)
         config.image_size = 32

@@ -12,9 +12,7 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=100)
-    config = common.base()
-    config.dataset = "imagenet2012"
-    config.image_size = 224
+    config = common.imagenet(common.base())
     config.batch_size = 4096
     config.epochs = float(args.epochs)
     config.warmup_epochs = 10.0
@@ -22,16 +20,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.lr_scaling = "linear"
     config.weight_decay = 1e-6
     config.temperature = 0.1
-    config.dtype = "bfloat16"
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
     config.head.hidden_dim = 2048
     config.head.output_dim = 128
     config.augment.jitter_strength = 1.0
     config.augment.blur_prob = 0.5
-    config.cache_dataset = False
-    config.shuffle_buffer = 10_000
-    config.knn.max_memory_examples = 50_000  # a fixed subset keeps the monitor cheap
     config.log_every_steps = 100
     config.checkpoint_every_steps = 2500
     config.eval_every_steps = 12_500
