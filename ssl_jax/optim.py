@@ -78,3 +78,13 @@ def make_optimizer(
     if name == "adamw":
         return optax.adamw(schedule, b2=b2, weight_decay=weight_decay, mask=decay_mask)
     raise ValueError(f"optimizer must be 'lars', 'sgd' or 'adamw'; got {name!r}.")
+
+
+def from_config(config: Any, total_steps: int, warmup_steps: int):
+    """``(schedule, optimizer)`` as a run config's optimiser fields describe them."""
+    peak = peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
+    schedule = make_schedule(peak, total_steps, warmup_steps, config.schedule)
+    tx = make_optimizer(
+        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
+    )
+    return schedule, tx

@@ -179,11 +179,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     warmup_steps = config.get("warmup_steps") or int(
         config.warmup_epochs * source.steps_per_epoch() if config.warmup_epochs else 0
     )
-    peak = optim.peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
-    schedule = optim.make_schedule(peak, total_steps, warmup_steps, config.schedule)
-    tx = optim.make_optimizer(
-        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
-    )
+    schedule, tx = optim.from_config(config, total_steps, warmup_steps)
     method = METHODS[config.method].make(
         config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
     )

@@ -146,12 +146,8 @@ def reference_run(total_steps):
     dataset = images.describe(config.dataset)
     mesh = parallel.make_mesh()
     steps_per_epoch = images.num_examples(dataset, dataset.train_split) // BATCH_SIZE
-    peak = optim.peak_learning_rate(config.learning_rate, BATCH_SIZE, config.lr_scaling)
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    schedule = optim.make_schedule(peak, total_steps, warmup_steps, config.schedule)
-    tx = optim.make_optimizer(
-        config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
-    )
+    assert config.batch_size == BATCH_SIZE
+    _, tx = optim.from_config(config, total_steps, int(config.warmup_epochs * steps_per_epoch))
     method = simclr.make(config, dataset.image_size, parallel.DATA_AXIS)
     local_batch_size = BATCH_SIZE // NUM_PROCESSES
     sample = np.zeros((local_batch_size, 28, 28, 1), np.uint8)

@@ -221,8 +221,8 @@ def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int 
             predictor=predictor,
         )
 
-    query_model = build(query_axis, moco.version == 3)
-    key_model = build(query_axis, moco.version == 3)  # same tree, so the EMA pairs leaves
+    # The key encoder is the query model applied to the EMA parameters (predictor skipped).
+    query_model = key_model = build(query_axis, moco.version == 3)
     momentum_fn = functools.partial(
         momentum_at, base=moco.momentum, total_steps=total_steps, cosine=moco.momentum_cosine
     )
