@@ -1,0 +1,112 @@
+"""A finished (or running) pretraining workdir, read back: its config, method and weights.
+
+Linear evaluation, the report's plots and notebooks all start from a workdir alone: the config the
+run recorded in ``config.json`` rebuilds the method, and the newest good checkpoint gives the
+weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from ssl_jax import checkpoint
+from ssl_jax.data import images, sources, text
+from ssl_jax.methods import METHODS, Method
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """What a pretraining workdir holds.
+
+    Attributes:
+      workdir: the directory read.
+      config: the config the run was started with.
+      method: the method rebuilt from ``config`` (BatchNorm without a device axis: evaluation only).
+      variables: ``{"params", "batch_stats"}`` as host arrays, at ``step``.
+      step: the checkpoint's step, or None for ``load(..., step=0)`` without checkpoints.
+      dataset: ``images.ImageDataset`` or ``text.TextDataset`` of ``config.dataset``.
+    """
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    method: Method
+    variables: dict[str, Any]
+    step: int | None
+    dataset: Any
+
+    @property
+    def is_text(self) -> bool:
+        return sources.is_text(self.config)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config recorded in ``workdir/config.json``.
+
+    Raises:
+      FileNotFoundError: ``workdir`` holds no recorded run.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{workdir} holds no config.json: pass the --workdir of a pretraining run."
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load(workdir: str, step: int | None = None, *, random_init: bool = False) -> Pretrained:
+    """The run in ``workdir`` at checkpoint ``step`` (default: the newest that restores).
+
+    Args:
+      workdir: a pretraining ``--workdir``.
+      step: checkpoint step to read; None for the newest good one.
+      random_init: ignore checkpoints and return the run's initial weights (the same seed the run
+        started from): the random-features reference of linear evaluation.
+
+    Raises:
+      FileNotFoundError: no config.json, or no checkpoint (unless ``random_init``).
+    """
+    config = read_config(workdir)
+    if sources.is_text(config):
+        dataset = text.describe_config(config)
+        image_size = None
+    else:
+        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
+        image_size = dataset.image_size
+    method = METHODS[config.method].make(config, image_size, None, total_steps=1)
+    if random_init:
+        sample = _sample_batch(config, dataset)
+        variables = method.init(jax.random.split(jax.random.PRNGKey(config.seed))[0], sample)
+        return Pretrained(workdir, config, method, _host(variables), None, dataset)
+    checkpoints = checkpoint.Checkpointer(workdir, async_save=False)
+    try:
+        step = checkpoints.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {checkpoints.directory}: train first, or pass random_init=True."
+            )
+        saved = checkpoints.restore_arrays(step)
+    finally:
+        checkpoints.close()
+    return Pretrained(workdir, config, method, _host(saved), step, dataset)
+
+
+def _sample_batch(config, dataset) -> dict[str, np.ndarray]:
+    if sources.is_text(config):
+        return {"token_ids": np.zeros((2, config.text.max_seq_len), np.int32)}
+    shape = (2, dataset.image_size, dataset.image_size, dataset.channels)
+    return {"image": np.zeros(shape, np.uint8)}
+
+
+def _host(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "params": jax.device_get(tree["params"]),
+        "batch_stats": jax.device_get(tree.get("batch_stats", {})),
+    }
