@@ -88,6 +88,8 @@ def base() -> ml_collections.ConfigDict:
             max_test_examples=ml_collections.FieldReference(None, field_type=int),
         )
     )
+    # Online linear probe on stop-gradient features, trained in the train step (image methods).
+    config.probe = ml_collections.ConfigDict(dict(enabled=True, learning_rate=1e-3))
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.eval_every_steps = 5000
@@ -140,6 +142,7 @@ def text_base() -> ml_collections.ConfigDict:
     config = base()
     config.method = "mlm"
     config.dataset = "ptb"
+    config.probe.enabled = False  # no labels to probe
     config.optimizer = "adamw"
     config.schedule = "linear"
     config.lr_scaling = "none"

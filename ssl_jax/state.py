@@ -22,6 +22,7 @@ class TrainState:
       opt_state: optax state (momenta, schedules' counts).
       rng: base PRNG key (raw uint32[2]); each step folds in its step number.
       extra: method state updated outside the gradient (e.g. a momentum encoder), or {}.
+      probe: the online linear probe's parameters and optimiser state, or {} without a probe.
     """
 
     step: jax.Array
@@ -30,3 +31,4 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     extra: Any = flax.struct.field(default_factory=dict)
+    probe: Any = flax.struct.field(default_factory=dict)

@@ -23,6 +23,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from ssl_jax import checkpoint, optim, parallel, preemption
+from ssl_jax import probe as probe_lib
 from ssl_jax import workdir as workdir_lib
 from ssl_jax.data import sources
 from ssl_jax.methods import METHODS, Method
@@ -70,14 +71,19 @@ def train_step(
     method: Method,
     tx: optax.GradientTransformation,
     axis_name: str | None = parallel.DATA_AXIS,
+    probe: probe_lib.OnlineProbe | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step, written per device (collectives over ``axis_name``).
 
     Randomness is ``fold_in(state.rng, state.step)``: a function of the seed and step only.
+    With a ``probe``, the features the method's loss hands over train it in the same step, by a
+    gradient of its own: the encoder's gradient is the same with or without it.
     """
     rng = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     (_, (mutated, metrics)), grads = grad_fn(state.params, state, batch, rng, axis_name)
+    mutated = dict(mutated)
+    features = mutated.pop(probe_lib.PROBE_FEATURES, None)
     if axis_name is not None:
         # Each device's gradient is its share of the global gradient (see methods.base).
         grads = lax.psum(grads, axis_name)
@@ -85,19 +91,30 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+    if probe is not None and features is not None:
+        probe_state, probe_metrics = probe.update(state.probe, features, batch["label"], axis_name)
+        mutated["probe"] = probe_state
+        metrics.update(probe_metrics)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, **mutated)
     return method.after_update(state), metrics
 
 
 def make_train_step(
-    method: Method, tx: optax.GradientTransformation, mesh, parallelism: str = "shard_map"
+    method: Method,
+    tx: optax.GradientTransformation,
+    mesh,
+    parallelism: str = "shard_map",
+    probe: probe_lib.OnlineProbe | None = None,
 ) -> Any:
     """``(state, global batch) -> (state, metrics)`` over ``mesh``; the state is donated.
 
     ``parallelism`` picks the driver of the one per-device body: ``"shard_map"`` (jit +
-    shard_map) or ``"pmap"``; both take and return the same global arrays.
+    shard_map) or ``"pmap"``; both take and return the same global arrays. ``probe`` (the same
+    one given to ``create_state``) adds the online linear probe.
     """
-    body = functools.partial(train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS)
+    body = functools.partial(
+        train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS, probe=probe
+    )
     if parallelism == "pmap":
         return parallel.pmap(body, mesh, donate_argnums=(0,))
     if parallelism != "shard_map":
@@ -107,12 +124,23 @@ def make_train_step(
     )
 
 
-def create_state(method, tx, seed: int, sample_batch: dict[str, np.ndarray], mesh) -> TrainState:
+def create_state(
+    method,
+    tx,
+    seed: int,
+    sample_batch: dict[str, np.ndarray],
+    mesh,
+    probe: probe_lib.OnlineProbe | None = None,
+) -> TrainState:
     """The initial state, created replicated on ``mesh`` by one jitted init."""
 
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
         variables = method.init(init_rng, sample_batch)
+        probe_state = {}
+        if probe is not None:
+            features = jax.eval_shape(method.encode, variables, sample_batch["image"])
+            probe_state = probe.init(features.shape[-1])
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
@@ -120,6 +148,7 @@ def create_state(method, tx, seed: int, sample_batch: dict[str, np.ndarray], mes
             opt_state=tx.init(variables["params"]),
             rng=state_rng,
             extra=variables.get("extra", {}),
+            probe=probe_state,
         )
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(seed))
@@ -153,9 +182,10 @@ class _StepLogger:
         )
         self.writer.write_scalars(step, scalars)
         eta = time.strftime("%H:%M:%S", time.gmtime((self.total_steps - step) / steps_per_sec))
+        probe = f"  probe top-1 {scalars['probe_top1']:.3f}" if "probe_top1" in scalars else ""
         logging.info(
-            "step %d/%d  loss %.4f  %.2f steps/s  %.0f examples/s  ETA %s",
-            step, self.total_steps, scalars["loss"], steps_per_sec,
+            "step %d/%d  loss %.4f%s  %.2f steps/s  %.0f examples/s  ETA %s",
+            step, self.total_steps, scalars["loss"], probe, steps_per_sec,
             scalars["examples_per_sec"], eta,
         )  # fmt: skip
         return scalars["loss"]
@@ -183,13 +213,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     method = METHODS[config.method].make(
         config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
     )
+    probe = None
+    if config.get("probe") and config.probe.enabled and source.num_classes:
+        probe = probe_lib.OnlineProbe(source.num_classes, optax.adam(config.probe.learning_rate))
     logging.info(
         "process %d/%d, %d local / %d global devices; %d steps, global batch %d",
         jax.process_index(), jax.process_count(), jax.local_device_count(), mesh.size,
         total_steps, config.batch_size,
     )  # fmt: skip
 
-    state = create_state(method, tx, config.seed, source.sample_batch, mesh)
+    state = create_state(method, tx, config.seed, source.sample_batch, mesh, probe)
     checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
     if restored is not None:
@@ -212,7 +245,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         config=config,
         mesh=mesh,
         total_steps=total_steps,
-        step_fn=make_train_step(method, tx, mesh, config.get("parallelism", "shard_map")),
+        step_fn=make_train_step(method, tx, mesh, config.get("parallelism", "shard_map"), probe),
         batches=source.batches(start_step),
         checkpoints=checkpoints,
         evaluate=functools.partial(monitor, method),

@@ -28,6 +28,7 @@ class Source:
       sample_batch: a host batch of the right shapes and dtypes, for ``Method.init``.
       batches: ``start_step -> iterator`` of this process's host batches from that step on.
       monitor: ``(mesh, workdir) -> monitor`` with ``baselines()`` and ``(method, state)``.
+      num_classes: label count of labelled image data (for the online probe), else None.
     """
 
     steps_per_epoch: Callable[[], int]
@@ -35,6 +36,7 @@ class Source:
     sample_batch: dict[str, np.ndarray]
     batches: Callable[[int], Iterator[dict[str, np.ndarray]]]
     monitor: Callable[[Any, str], Any]
+    num_classes: int | None = None
 
 
 def is_text(config: ml_collections.ConfigDict) -> bool:
@@ -96,6 +98,7 @@ def build(config: ml_collections.ConfigDict, local_batch_size: int) -> Source:
         sample_batch={"image": np.zeros(shape, np.uint8)},
         batches=functools.partial(_image_batches, dataset, config.cache_dataset, position),
         monitor=lambda mesh, workdir: KnnMonitor(config, dataset, mesh, workdir),
+        num_classes=dataset.num_classes,
     )
 
 

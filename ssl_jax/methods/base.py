@@ -15,7 +15,8 @@ import jax
 # "batch_stats": ..., "extra": ...}
 InitFn = Callable[[jax.Array, jax.Array], dict[str, Any]]
 # (params, state, batch, rng, axis_name) -> (loss, (mutated, metrics dict)), where mutated holds
-# the new values of state fields the forward pass changes ("batch_stats", "extra").
+# the new values of state fields the forward pass changes ("batch_stats", "extra"), and may hold
+# the features of the online probe under ssl_jax.probe.PROBE_FEATURES.
 # The loss's value is the global one; its gradient is this device's share of the global
 # gradient, so the trainer sums parameter gradients over devices.
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]

@@ -19,6 +19,7 @@ from ssl_jax import augment, losses
 from ssl_jax.methods.base import Method
 from ssl_jax.methods.simclr import augment_kwargs
 from ssl_jax.models import ProjectionHead, build_encoder
+from ssl_jax.probe import PROBE_FEATURES
 
 
 class MoCoModel(nn.Module):
@@ -127,13 +128,14 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
 
     temperature = config.temperature
     if moco.version == 2:
-        (_, q), batch_stats = queries(view1)
+        (features, q), batch_stats = queries(view1)
         k, key_batch_stats = keys(view2, 0)
         loss = losses.info_nce(q, k, extra["queue"], temperature=temperature, axis_name=axis_name)
         queue, pointer = enqueue(extra["queue"], extra["queue_ptr"], _gather(k, axis_name))
         extra = dict(extra, queue=queue, queue_ptr=pointer)
     else:
-        (_, q), batch_stats = queries(jnp.concatenate([view1, view2]))
+        (features, q), batch_stats = queries(jnp.concatenate([view1, view2]))
+        features = features[:n]
         k, key_batch_stats = keys(jnp.concatenate([view2, view1]), 0)
         # The v3 paper scales each direction by 2 tau so the loss is insensitive to tau.
         loss = (
@@ -149,7 +151,12 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
         # their mean so every device holds the same state.
         batch_stats, key_batch_stats = lax.pmean((batch_stats, key_batch_stats), axis_name)
     extra = dict(extra, key_batch_stats=key_batch_stats)
-    return loss, ({"batch_stats": batch_stats, "extra": extra}, {"loss": loss})
+    mutated = {
+        "batch_stats": batch_stats,
+        "extra": extra,
+        PROBE_FEATURES: lax.stop_gradient(features.astype(jnp.float32)),
+    }
+    return loss, (mutated, {"loss": loss})
 
 
 def _after_update(state, *, momentum_fn):
