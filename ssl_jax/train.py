@@ -296,6 +296,9 @@ class _Loop:
                     # Checked before every save: a diverged state never replaces a good checkpoint.
                     metrics = _finite(jax.device_get(metrics), step)
                 if step % config.log_every_steps == 0 or is_last or preempted:
+                    skipped = getattr(self.batches, "skipped_examples", 0)
+                    if skipped:
+                        metrics["input_skipped_examples"] = float(skipped)
                     results["loss"] = self.logger(step, metrics)
                 if should_save:
                     self.checkpoints.save(step, state)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 # TensorFlow is only the input pipeline here: it must leave accelerators to JAX.
 tf.config.set_visible_devices([], "GPU")
@@ -111,23 +112,95 @@ def missing_data_message(name: str, data_dir: str | None = None) -> str | None:
     return f"dataset {name!r} is not prepared in the tfds data dir; run: {hint}"
 
 
+def split_problem(
+    dataset: ImageDataset, local_batch_size: int, process_count: int, data_dir: str | None = None
+) -> str | None:
+    """One line on why the splits of a prepared dataset cannot feed a run, or None."""
+    for split in dict.fromkeys((dataset.train_split, dataset.memory_split, dataset.test_split)):
+        if num_examples(dataset, split, data_dir) == 0:
+            return f"{dataset.name}/{split} is empty; fill or re-prepare the dataset."
+    share = num_examples(dataset, dataset.train_split, data_dir) // process_count
+    if share < local_batch_size:
+        return (
+            f"batch_size is larger than one process's share ({share}) of {dataset.name}/"
+            f"{dataset.train_split}; lower --config.batch_size."
+        )
+    return None
+
+
+def _resize_and_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Shorter side to ``size``, centre crop: fixed shapes for the on-device augmentation."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = size / tf.reduce_min(shape)
+    new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+    image = tf.image.resize(image, new_shape, antialias=True)
+    image = tf.image.resize_with_crop_or_pad(image, size, size)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
 def _preprocess(dataset: ImageDataset):
+    """Decodes stored bytes to ``dataset.channels`` and brings every image to the dataset's size.
+
+    Decoding here rather than in tfds lets a grey image in a colour dataset (or the reverse) be
+    converted, an image of another size be resized, and undecodable bytes fail this element only,
+    which the pipeline then skips and counts.
+    """
+    size = dataset.image_size
+
     def fn(example):
-        image = example["image"]
-        if not dataset.fixed_size:
-            # Shorter side to the target, centre crop: fixed shapes for the on-device augmentation.
-            size = dataset.image_size
-            shape = tf.cast(tf.shape(image)[:2], tf.float32)
-            scale = size / tf.reduce_min(shape)
-            new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
-            image = tf.image.resize(image, new_shape, antialias=True)
-            image = tf.image.resize_with_crop_or_pad(image, size, size)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        image = tf.ensure_shape(image, [dataset.image_size, dataset.image_size, dataset.channels])
+        image = tf.io.decode_image(
+            example["image"], channels=dataset.channels, expand_animations=False
+        )
+        if dataset.fixed_size:
+            stored = tf.shape(image)[:2]
+            image = tf.cond(
+                tf.reduce_all(stored == size),
+                lambda: image,
+                lambda: _resize_and_crop(image, size),
+            )
+        else:
+            image = _resize_and_crop(image, size)
+        image = tf.ensure_shape(image, [size, size, dataset.channels])
         label = example.get("label", tf.constant(-1, tf.int64))
         return {"image": image, "label": tf.cast(label, tf.int32)}
 
     return fn
+
+
+def _read(
+    dataset: ImageDataset,
+    split: str,
+    data_dir: str | None,
+    process_index: int,
+    process_count: int,
+    max_examples: int | None = None,
+) -> tuple[tf.data.Dataset, int]:
+    """This process's examples of ``split``, decoded, undecodable ones dropped; the stored count.
+
+    ``max_examples`` takes the first examples of the split before it is divided among processes.
+    """
+    source = builder(dataset.name, data_dir)
+    read = dict(
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(options=_options()),
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    if dataset.name.startswith(FOLDER_PREFIX):
+        # tfds.ImageFolder reads whole splits only: slice and divide here instead.
+        raw = source.as_dataset(split=split, **read)
+        if max_examples:
+            raw = raw.take(max_examples)
+        share = int(raw.cardinality()) // process_count
+        raw = raw.take(share * process_count).shard(process_count, process_index)
+    else:
+        if max_examples:
+            split = f"{split}[:{max_examples}]"
+        split = tfds.split_for_jax_process(
+            split, process_index=process_index, process_count=process_count, drop_remainder=True
+        )
+        raw = source.as_dataset(split=split, **read)
+    decoded = raw.map(_preprocess(dataset), num_parallel_calls=tf.data.AUTOTUNE)
+    return decoded.ignore_errors(log_warning=False), int(raw.cardinality())
 
 
 def _options() -> tf.data.Options:
@@ -135,12 +208,6 @@ def _options() -> tf.data.Options:
     options.deterministic = True
     options.threading.private_threadpool_size = max(2, min(os.cpu_count() or 2, 16))
     return options
-
-
-def _process_split(split: str, process_index: int, process_count: int) -> str:
-    return tfds.split_for_jax_process(
-        split, process_index=process_index, process_count=process_count, drop_remainder=True
-    )
 
 
 def num_examples(dataset: ImageDataset, split: str, data_dir: str | None = None) -> int:
@@ -170,7 +237,6 @@ def train_batches(
     full batches; iteration starts at ``start_step`` batches in, so a resumed run continues with
     exactly the batches an uninterrupted run would have seen.
     """
-    split = _process_split(dataset.train_split, process_index, process_count)
     steps_per_epoch = num_examples(dataset, dataset.train_split, data_dir) // process_count
     steps_per_epoch //= local_batch_size
     if steps_per_epoch == 0:
@@ -178,18 +244,52 @@ def train_batches(
             f"batch_size is larger than one process's share of {dataset.name}/"
             f"{dataset.train_split}; lower batch_size."
         )
-    source = builder(dataset.name, data_dir)
-    read_config = tfds.ReadConfig(options=_options())
-    base = source.as_dataset(split=split, shuffle_files=False, read_config=read_config)
-    base = base.map(_preprocess(dataset), num_parallel_calls=tf.data.AUTOTUNE)
+    base, stored = _read(dataset, dataset.train_split, data_dir, process_index, process_count)
     if cache:
         base = base.cache()
-    epoch, offset = divmod(start_step, steps_per_epoch)
-    while True:
-        ordered = base.shuffle(shuffle_buffer, seed=epoch_seed(seed, epoch))
-        batches = ordered.batch(local_batch_size, drop_remainder=True).skip(offset)
-        yield from batches.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-        epoch, offset = epoch + 1, 0
+    return _TrainBatches(
+        base, stored, local_batch_size, steps_per_epoch, seed, start_step, shuffle_buffer
+    )
+
+
+class _TrainBatches:
+    """The endless batch iterator; counts the examples its pipeline could not decode.
+
+    Attributes:
+      skipped_examples: examples of this process's split that failed to decode, known from the
+        end of the first pass on (the same ones fail in every pass).
+    """
+
+    def __init__(self, base, stored, local_batch_size, steps_per_epoch, seed, start_step, buffer):
+        self._base, self._stored, self._batch = base, stored, local_batch_size
+        self._seed, self._buffer = seed, buffer
+        self._epoch, self._offset = divmod(start_step, steps_per_epoch)
+        self.skipped_examples = 0
+        self._batches = self._epoch_batches()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._batches)
+
+    def _epoch_batches(self):
+        while True:
+            ordered = self._base.shuffle(self._buffer, seed=epoch_seed(self._seed, self._epoch))
+            # The partial last batch is read and dropped here, so that every example is counted.
+            batches = ordered.batch(self._batch).skip(self._offset)
+            decoded = self._offset * self._batch
+            for batch in batches.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+                decoded += len(batch["label"])
+                if len(batch["label"]) == self._batch:
+                    yield batch
+            skipped = self._stored - decoded
+            if skipped > 0 and skipped != self.skipped_examples:
+                logging.warning(
+                    "skipped %d of %d images that could not be decoded", skipped, self._stored
+                )
+            self.skipped_examples = max(skipped, 0)
+            self._epoch, self._offset = self._epoch + 1, 0
 
 
 def load_split(
@@ -202,15 +302,20 @@ def load_split(
     data_dir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """This process's slice of a labelled split in stored order: (uint8 images, int32 labels)."""
-    if max_examples:
-        split = f"{split}[:{max_examples}]"
-    split = _process_split(split, process_index, process_count)
-    source = builder(dataset.name, data_dir)
-    read_config = tfds.ReadConfig(options=_options())
-    ds = source.as_dataset(split=split, shuffle_files=False, read_config=read_config)
-    ds = ds.map(_preprocess(dataset), num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    ds, stored = _read(dataset, split, data_dir, process_index, process_count, max_examples)
     images, labels = [], []
-    for batch in ds.as_numpy_iterator():
+    for batch in ds.batch(4096).as_numpy_iterator():
         images.append(batch["image"])
         labels.append(batch["label"])
-    return np.concatenate(images), np.concatenate(labels)
+    if not images:
+        raise ValueError(
+            f"{dataset.name}/{split} has no readable images; check the dataset or choose another "
+            "split."
+        )
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    if len(images) < stored:
+        logging.warning(
+            "%s/%s: skipped %d of %d images that could not be decoded",
+            dataset.name, split, stored - len(images), stored,
+        )  # fmt: skip
+    return images, labels

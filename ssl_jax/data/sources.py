@@ -52,10 +52,12 @@ def problem(config: ml_collections.ConfigDict) -> str | None:
                 config.dataset, config.data_dir, vocab_path=config.text.vocab_path,
                 vocab_size=config.text.vocab_size, lower_case=config.text.lower_case,
             )  # fmt: skip
-        images.describe(config.dataset, config.get("image_size"), config.data_dir)
+        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
     except ValueError as error:
         return str(error)
-    return images.missing_data_message(config.dataset, config.data_dir)
+    return images.missing_data_message(config.dataset, config.data_dir) or images.split_problem(
+        dataset, config.batch_size // jax.process_count(), jax.process_count(), config.data_dir
+    )
 
 
 def build(config: ml_collections.ConfigDict, local_batch_size: int) -> Source:

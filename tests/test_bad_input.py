@@ -1,0 +1,80 @@
+"""Bad image input: undecodable files are skipped and counted, odd sizes and channel counts are
+converted, empty splits and oversized batches are one-line errors before anything runs."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import simclr_fashion_mnist
+from ssl_jax import train
+from ssl_jax.data import images
+
+
+def write_image(path, array):
+    encode = tf.io.encode_png if path.endswith(".png") else tf.io.encode_jpeg
+    with open(path, "wb") as f:
+        f.write(encode(array).numpy())
+
+
+def make_folder(root, *, train_count=9, test_count=3, corrupt=("train", "test")):
+    """``root/{train,test}/{a,b}/`` with colour, grey and RGBA images of several sizes."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_count), ("test", test_count)):
+        for index in range(count):
+            folder = os.path.join(root, split, "ab"[index % 2])
+            os.makedirs(folder, exist_ok=True)
+            channels = (3, 1, 4)[index % 3]  # colour, grey, with alpha
+            shape = (20 + 3 * index, 30, channels)
+            array = rng.integers(0, 256, shape, dtype=np.uint8)
+            name = f"{index}.png" if channels != 3 else f"{index}.jpg"
+            write_image(os.path.join(folder, name), array)
+        if split in corrupt:
+            with open(os.path.join(root, split, "a", "broken.jpg"), "wb") as f:
+                f.write(b"\xff\xd8\xff not really a jpeg" + bytes(range(256)))
+    return f"folder:{root}"
+
+
+def test_undecodable_images_are_skipped_and_counted(tmp_path):
+    dataset = images.describe(make_folder(str(tmp_path)), image_size=16)
+    batches = images.train_batches(dataset, local_batch_size=4, seed=0, shuffle_buffer=64)
+    first_epoch = [next(batches) for _ in range(2)]  # 9 good images: two full batches
+    for batch in first_epoch:
+        assert batch["image"].shape == (4, 16, 16, 3) and batch["image"].dtype == np.uint8
+    assert batches.skipped_examples == 0  # not known before the pass ends
+    next(batches)
+    assert batches.skipped_examples == 1
+    seen = np.concatenate([b["label"] for b in first_epoch])
+    assert set(seen) <= {0, 1}
+
+    test_images, test_labels = images.load_split(dataset, "test")
+    assert test_images.shape == (3, 16, 16, 3) and len(test_labels) == 3
+
+
+def test_stored_images_of_another_size_or_channel_count_are_converted():
+    preprocess = images._preprocess(images.DATASETS["fashion_mnist"])  # grey 28 x 28
+    for shape in ((28, 28, 1), (20, 36, 1), (28, 28, 3), (40, 40, 4)):
+        array = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+        out = preprocess({"image": tf.io.encode_png(array), "label": tf.constant(3, tf.int64)})
+        assert out["image"].shape == (28, 28, 1), shape
+    same = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1)
+    out = preprocess({"image": tf.io.encode_png(same), "label": tf.constant(0, tf.int64)})
+    np.testing.assert_array_equal(out["image"], same)  # the right size passes untouched
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        (dict(test_count=0, corrupt=()), "test"),
+        (dict(train_count=3, corrupt=()), "larger than one process's share"),
+    ],
+)
+def test_empty_or_small_splits_are_one_line_config_errors(tmp_path, layout, message):
+    config = simclr_fashion_mnist.get_config("runlocal")
+    config.dataset = make_folder(str(tmp_path), **layout)
+    config.image_size = 16
+    config.batch_size = 8
+    with pytest.raises(train.ConfigError, match=message) as error:
+        train.validate_config(config, device_count=8)
+    assert "\n" not in str(error.value)
