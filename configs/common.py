@@ -94,6 +94,9 @@ def base() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.eval_every_steps = 5000
     config.keep_checkpoints = 3
+    # 0: a non-finite loss or gradient stops the run. K > 0: such a step is skipped (nothing
+    # changes, the count is logged as skipped_steps), up to K in a row.
+    config.skip_nonfinite_steps = 0
     return config
 
 

@@ -72,13 +72,18 @@ def train_step(
     tx: optax.GradientTransformation,
     axis_name: str | None = parallel.DATA_AXIS,
     probe: probe_lib.OnlineProbe | None = None,
+    skip_nonfinite: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step, written per device (collectives over ``axis_name``).
 
     Randomness is ``fold_in(state.rng, state.step)``: a function of the seed and step only.
     With a ``probe``, the features the method's loss hands over train it in the same step, by a
     gradient of its own: the encoder's gradient is the same with or without it.
+    With ``skip_nonfinite`` = k > 0 (``tx`` wrapped in ``optax.apply_if_finite(tx, k)``), a step
+    whose gradient is not finite changes nothing but the step count and the optimiser's counters,
+    up to k in a row; metrics then carry ``step_skipped`` and ``skipped_steps`` (the total).
     """
+    old_state = state
     rng = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     (_, (mutated, metrics)), grads = grad_fn(state.params, state, batch, rng, axis_name)
@@ -96,7 +101,15 @@ def train_step(
         mutated["probe"] = probe_state
         metrics.update(probe_metrics)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, **mutated)
-    return method.after_update(state), metrics
+    state = method.after_update(state)
+    if skip_nonfinite:
+        guard = opt_state  # the outermost transformation is apply_if_finite (optim.from_config)
+        skipped = ~guard.last_finite & (guard.notfinite_count <= skip_nonfinite)
+        kept = old_state.replace(step=state.step, opt_state=state.opt_state)
+        state = jax.tree.map(lambda old, new: jnp.where(skipped, old, new), kept, state)
+        metrics["step_skipped"] = skipped.astype(jnp.float32)
+        metrics["skipped_steps"] = guard.total_notfinite.astype(jnp.float32)
+    return state, metrics
 
 
 def make_train_step(
@@ -105,16 +118,19 @@ def make_train_step(
     mesh,
     parallelism: str = "shard_map",
     probe: probe_lib.OnlineProbe | None = None,
+    skip_nonfinite: int = 0,
 ) -> Any:
     """``(state, global batch) -> (state, metrics)`` over ``mesh``; the state is donated.
 
     ``parallelism`` picks the driver of the one per-device body: ``"shard_map"`` (jit +
     shard_map) or ``"pmap"``; both take and return the same global arrays. ``probe`` (the same
-    one given to ``create_state``) adds the online linear probe.
+    one given to ``create_state``) adds the online linear probe; ``skip_nonfinite`` see
+    ``train_step``.
     """
     body = functools.partial(
-        train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS, probe=probe
-    )
+        train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS, probe=probe,
+        skip_nonfinite=skip_nonfinite,
+    )  # fmt: skip
     if parallelism == "pmap":
         return parallel.pmap(body, mesh, donate_argnums=(0,))
     if parallelism != "shard_map":
@@ -155,10 +171,14 @@ def create_state(
 
 
 def _finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
+    """Host metrics; raises unless they are finite or the step was skipped for not being so."""
     metrics = {name: float(value) for name, value in metrics.items()}
-    if not all(math.isfinite(value) for value in metrics.values()):
+    if metrics.get("step_skipped"):
+        logging.warning("step %d: non-finite gradient, step skipped", step)
+    elif not all(math.isfinite(value) for value in metrics.values()):
         raise FloatingPointError(
-            f"non-finite metrics at step {step}: {metrics}; lower learning_rate or check the data."
+            f"non-finite metrics at step {step}: {metrics}; lower learning_rate, check the data, "
+            "or let --config.skip_nonfinite_steps=K skip up to K such steps in a row."
         )
     return metrics
 
@@ -245,7 +265,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         config=config,
         mesh=mesh,
         total_steps=total_steps,
-        step_fn=make_train_step(method, tx, mesh, config.get("parallelism", "shard_map"), probe),
+        step_fn=make_train_step(
+            method,
+            tx,
+            mesh,
+            config.get("parallelism", "shard_map"),
+            probe,
+            skip_nonfinite=config.get("skip_nonfinite_steps", 0),
+        ),  # fmt: skip
         batches=source.batches(start_step),
         checkpoints=checkpoints,
         evaluate=functools.partial(monitor, method),

@@ -1,0 +1,87 @@
+"""--config.skip_nonfinite_steps: a step with a non-finite gradient changes nothing and is counted.
+
+More of them in a row than allowed let the NaN through, so the trainer's finite check stops the run.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from ssl_jax import optim, train
+from ssl_jax.methods.base import Method
+from ssl_jax.state import TrainState
+
+
+def regression_loss(params, state, batch, rng, axis_name):
+    del state, rng, axis_name
+    loss = jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+    return loss, ({"batch_stats": {}}, {"loss": loss})
+
+
+METHOD = Method(name="regression", init=None, loss=regression_loss, encode=None)
+
+
+def make_tx(skips):
+    config = ml_collections.ConfigDict(
+        dict(
+            learning_rate=0.1, batch_size=256, lr_scaling="none", schedule="cosine",
+            optimizer="adamw", weight_decay=0.0, momentum=0.9, skip_nonfinite_steps=skips,
+        )
+    )  # fmt: skip
+    return optim.from_config(config, total_steps=10, warmup_steps=0)[1]
+
+
+def batches(nan_at=()):
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        x = rng.normal(size=(8, 3)).astype(np.float32)
+        if step in nan_at:
+            x[2, 1] = np.nan
+        yield {"x": x, "y": x @ np.array([1.0, -2.0, 0.5], np.float32)}
+
+
+def run(tx, skips, data):
+    params = {"w": jnp.zeros(3)}
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+        opt_state=tx.init(params), rng=jax.random.PRNGKey(0),
+    )  # fmt: skip
+    step = jax.jit(
+        functools.partial(
+            train.train_step, method=METHOD, tx=tx, axis_name=None, skip_nonfinite=skips
+        )
+    )
+    history = []
+    for batch in data:
+        state, metrics = step(state, batch)
+        history.append(jax.device_get(metrics))
+    return state, history
+
+
+def test_skipped_steps_change_nothing_and_are_counted():
+    state, history = run(make_tx(2), 2, batches(nan_at=(1, 3, 4)))
+    # The reference never sees the bad batches: a plain optimiser on the good ones only.
+    good = [b for i, b in enumerate(batches(nan_at=(1, 3, 4))) if i not in (1, 3, 4)]
+    want, _ = run(make_tx(0), 0, good)
+    np.testing.assert_allclose(state.params["w"], want.params["w"], rtol=1e-6)
+    assert int(state.step) == 6
+    assert [m["step_skipped"] for m in history] == [0, 1, 0, 1, 1, 0]
+    assert [m["skipped_steps"] for m in history] == [0, 1, 1, 2, 3, 3]
+    assert all(np.isfinite(m["loss"]) for i, m in enumerate(history) if i not in (1, 3, 4))
+    # The trainer's check accepts a skipped step's NaN loss ...
+    train._finite(history[1], step=2)
+    # ... and refuses a NaN that was not skipped.
+    with pytest.raises(FloatingPointError, match="step 7"):
+        train._finite({"loss": float("nan"), "step_skipped": 0.0}, step=7)
+
+
+def test_more_bad_steps_in_a_row_than_allowed_stop_being_skipped():
+    state, history = run(make_tx(1), 1, batches(nan_at=(1, 2, 3)))
+    assert [m["step_skipped"] for m in history[:3]] == [0, 1, 0]
+    assert not np.isfinite(np.asarray(state.params["w"])).all()
+    with pytest.raises(FloatingPointError):
+        train._finite(history[2], step=3)
