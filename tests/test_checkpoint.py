@@ -56,3 +56,39 @@ def test_keeps_only_the_newest_checkpoints(tmp_path):
         "2",
         "3",
     ]
+
+
+def test_a_save_cut_short_never_costs_the_last_good_checkpoint(tmp_path):
+    mesh = parallel.make_mesh()
+    state = make_state(mesh)
+    checkpoints = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
+    for step in (1, 2):
+        checkpoints.save(step, state)
+    checkpoints.close()
+    # What a process killed while writing step 3 leaves: a temporary folder with part of it.
+    partial = tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-1795000000"
+    (partial / "default").mkdir(parents=True)
+    (partial / "default" / "_METADATA").write_text('{"tree_metadata": {')
+
+    reopened = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
+    restored = reopened.restore_newest_good(checkpoint.abstract_like(state))
+    assert reopened.latest_step() == 2 and int(restored.step) == 7
+    # Keep-1 removes step 2 only once step 3 is complete.
+    reopened.save(3, state)
+    reopened.close()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
+
+
+def test_the_only_checkpoint_being_corrupt_is_set_aside_not_deleted(tmp_path):
+    mesh = parallel.make_mesh()
+    state = make_state(mesh)
+    checkpoints = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
+    checkpoints.save(5, state)
+    checkpoints.close()
+    for path in (tmp_path / "checkpoints" / "5").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "METADATA" not in path.name:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    reopened = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
+    assert reopened.restore_newest_good(checkpoint.abstract_like(state)) is None
+    assert (tmp_path / "checkpoints" / "5.corrupt").is_dir()
+    reopened.close()
