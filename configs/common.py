@@ -97,6 +97,8 @@ def base() -> ml_collections.ConfigDict:
     # 0: a non-finite loss or gradient stops the run. K > 0: such a step is skipped (nothing
     # changes, the count is logged as skipped_steps), up to K in a row.
     config.skip_nonfinite_steps = 0
+    # N > 0: a jax.profiler trace of N steps (from the second) in WORKDIR/profile, for TensorBoard.
+    config.profile_steps = 0
     return config
 
 

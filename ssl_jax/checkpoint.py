@@ -18,7 +18,8 @@ class Checkpointer:
     """Saves and restores a state pytree under ``workdir/checkpoints/<step>``."""
 
     def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, "checkpoints")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=True,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -310,11 +311,19 @@ class _Loop:
         progress = periodic_actions.ReportProgress(
             num_train_steps=self.total_steps, writer=self.writer
         )
+        # The first step compiles; tracing from the second shows the steady state.
+        profile = range(start_step + 2, start_step + 2 + config.get("profile_steps", 0))
         try:
             for step in range(start_step + 1, self.total_steps + 1):
+                if step == profile.start and profile:
+                    jax.profiler.start_trace(os.path.join(self.checkpoints.workdir, "profile"))
                 state, metrics = self.step_fn(
                     state, parallel.to_global(next(self.batches), self.mesh)
                 )
+                if step == profile.stop - 1 or (step in profile and step == self.total_steps):
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                    logging.info("profile of steps %d-%d written", profile.start, step)
                 progress(step)
                 preempted = guard.should_stop(step, config.log_every_steps)
                 is_last = step == self.total_steps

@@ -21,6 +21,8 @@ RESUMABLE_FIELDS = (
     "checkpoint_every_steps",
     "eval_every_steps",
     "keep_checkpoints",
+    "profile_steps",
+    "skip_nonfinite_steps",
     "data_dir",
     "overwrite",
     "knn.",

@@ -35,8 +35,10 @@ def test_trains_then_resumes_from_the_saved_step(tmp_path):
     config.checkpoint_every_steps = 8
     config.eval_every_steps = 16
     config.learning_rate = 1.0
+    config.profile_steps = 2
     workdir = str(tmp_path)
     results = train.run(config, workdir)
+    assert glob.glob(os.path.join(workdir, "profile", "plugins", "profile", "*", "*.xplane.pb"))
     losses = logged_scalars(workdir, "loss")
     assert sorted(losses) == list(range(1, 17))
     first, last = (
