@@ -315,12 +315,12 @@ class _Loop:
         profile = range(start_step + 2, start_step + 2 + config.get("profile_steps", 0))
         try:
             for step in range(start_step + 1, self.total_steps + 1):
-                if step == profile.start and profile:
+                if step in profile and step == profile.start:
                     jax.profiler.start_trace(os.path.join(self.checkpoints.workdir, "profile"))
                 state, metrics = self.step_fn(
                     state, parallel.to_global(next(self.batches), self.mesh)
                 )
-                if step == profile.stop - 1 or (step in profile and step == self.total_steps):
+                if step in profile and (step == profile.stop - 1 or step == self.total_steps):
                     jax.block_until_ready(state)
                     jax.profiler.stop_trace()
                     logging.info("profile of steps %d-%d written", profile.start, step)
