@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -110,9 +111,9 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(tmp_p
 
 
 @pytest.mark.slow
-def test_mlm_trains_through_the_same_trainer(tmp_path):
+def test_mlm_trains_and_resumes_exactly_through_the_same_trainer(tmp_path, monkeypatch):
     from configs import bert_mlm_ptb
-    from ssl_jax.data import sources
+    from ssl_jax.data import sources, text
 
     config = bert_mlm_ptb.get_config("runlocal")
     if sources.problem(config):
@@ -122,9 +123,33 @@ def test_mlm_trains_through_the_same_trainer(tmp_path):
     config.warmup_steps = 3
     config.eval_every_steps = 30
     config.log_every_steps = 10
-    config.checkpoint_every_steps = 30
-    results = train.run(config, str(tmp_path))
+    config.checkpoint_every_steps = 10
+    results = train.run(config, str(tmp_path / "straight"))
     assert results["eval_mlm_loss"] < results["eval_mlm_loss_init"] - 0.5, results
     assert results["eval_mlm_accuracy"] > results["eval_mlm_accuracy_init"], results
     assert 0 < results["eval_most_frequent_token_accuracy"] < 0.2
-    assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == 30
+    assert checkpoint.Checkpointer(str(tmp_path / "straight")).latest_step() == 30
+
+    # A crash after step 13 and a restart: masks, dropout, data position and AdamW state resume.
+    class Crash(Exception):
+        pass
+
+    real_batches = text.train_batches
+
+    def crash_after_13(*args, **kwargs):
+        for index, batch in enumerate(real_batches(*args, **kwargs)):
+            if index == 13:
+                raise Crash
+            yield batch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(text, "train_batches", crash_after_13)
+        with pytest.raises(Crash):
+            train.run(config, str(tmp_path / "resumed"))
+    assert checkpoint.Checkpointer(str(tmp_path / "resumed")).latest_step() == 10
+    train.run(config, str(tmp_path / "resumed"))
+    straight = checkpoint.Checkpointer(str(tmp_path / "straight")).restore_arrays(30)
+    resumed = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(30)
+    leaves = jax.tree_util.tree_leaves_with_path(straight)
+    for (path, want), got in zip(leaves, jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
