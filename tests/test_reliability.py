@@ -1,7 +1,9 @@
 """Runs that die survive: SIGKILL and SIGTERM at step boundaries or mid-save, corrupt checkpoints,
 and a workdir restarted with another config.
 
-SSL_JAX_KILL_POINTS=50 runs the kill test at 50 random moments instead of 2.
+SSL_JAX_KILL_POINTS=50 runs the kill test at 50 random moments instead of 2;
+SSL_JAX_KILL_CONFIG=configs/moco_v2_fashion_mnist.py (or configs/bert_mlm_ptb.py) runs the
+SIGKILL and SIGTERM tests on another method.
 """
 
 import os
@@ -21,7 +23,7 @@ from ssl_jax import checkpoint, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = [
-    "--config=configs/simclr_fashion_mnist.py:runlocal",
+    f"--config={os.environ.get('SSL_JAX_KILL_CONFIG', 'configs/simclr_fashion_mnist.py')}:runlocal",
     "--config.total_steps=6",
     "--config.checkpoint_every_steps=1",
     "--config.eval_every_steps=100",
