@@ -1,0 +1,350 @@
+"""Linear evaluation: a softmax classifier trained on a frozen encoder's cached features.
+
+Features are extracted once per (checkpoint, split) and cached in ``WORKDIR/linear_eval``; the
+classifier sees standardised features and no augmentation (cached features cannot be augmented).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from jax.experimental import multihost_utils
+from jax.typing import ArrayLike
+
+from ssl_jax import optim, parallel
+from ssl_jax.data import images, sources
+from ssl_jax.evaluation import features, pretrained
+
+OUTPUT_SUBDIR = "linear_eval"
+OPTIMIZERS = ("sgd", "lars", "adamw")
+
+
+class LinearEvalError(ValueError):
+    """Linear evaluation cannot run as asked; the message says in one line what to change."""
+
+
+def standardization(train_features: ArrayLike, *, epsilon: float = 1e-3) -> tuple[np.ndarray, ...]:
+    """Per-dimension mean [F] and scale [F] of the train features [N, F].
+
+    BatchNorm without scale or centre, with its statistics frozen at the train split's (SimCLR's
+    linear head). ``epsilon`` is relative to the mean variance, so that near-constant dimensions
+    (dead units, image borders) are not blown up to outliers, whatever the features' scale.
+    """
+    values = np.asarray(train_features, np.float64)
+    variance = values.var(axis=0)
+    scale = np.sqrt(variance + epsilon * max(float(variance.mean()), 1e-12))
+    return values.mean(axis=0).astype(np.float32), scale.astype(np.float32)
+
+
+def cross_entropy_loss(params: dict[str, jax.Array], inputs: jax.Array, labels: jax.Array):
+    """Mean softmax cross-entropy of ``inputs [b, F] @ kernel [F, C] + bias [C]`` on labels [b]."""
+    logits = inputs @ params["kernel"] + params["bias"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def train_epoch(params, opt_state, inputs, labels, order, *, tx: optax.GradientTransformation):
+    """One pass of optimiser steps over the batches ``order`` [steps, batch] (row indices)."""
+
+    def step(carry, batch_rows):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(cross_entropy_loss)(
+            params, inputs[batch_rows], labels[batch_rows]
+        )
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
+    return params, opt_state, losses.mean()
+
+
+def train_classifier(
+    inputs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> dict[str, jax.Array]:
+    """Softmax-regression weights ``{"kernel": [F, C], "bias": [C]}`` for inputs [N, F], labels [N].
+
+    Weights start at zero; every epoch visits the examples in an order drawn from ``seed``
+    (``N mod batch_size`` of them, different each epoch, sit out); the learning rate
+    ``learning_rate`` decays on a cosine to zero. Weight decay applies to the kernel only.
+
+    Raises:
+      FloatingPointError: the training loss became non-finite.
+    """
+    inputs = jnp.asarray(inputs, jnp.float32)
+    labels = jnp.asarray(labels, jnp.int32)
+    count, dim = inputs.shape
+    batch_size = min(batch_size, count)
+    steps_per_epoch = count // batch_size
+    schedule = optim.make_schedule(learning_rate, epochs * steps_per_epoch, warmup_steps=0)
+    tx = optim.make_optimizer(optimizer, schedule, weight_decay=weight_decay, momentum=momentum)
+    params = {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}
+    opt_state = tx.init(params)
+    # Looked up at call time so tests can count traces; every epoch has the same shapes.
+    run_epoch = jax.jit(functools.partial(train_epoch, tx=tx), donate_argnums=(0, 1))
+    shuffle = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        order = shuffle.permutation(count)[: steps_per_epoch * batch_size]
+        params, opt_state, loss = run_epoch(
+            params, opt_state, inputs, labels, order.reshape(steps_per_epoch, batch_size)
+        )
+        if not np.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"linear classifier loss {float(loss)} at epoch {epoch + 1}: lower learning_rate."
+            )
+    logging.info("linear classifier: %d epochs, final epoch loss %.4f", epochs, float(loss))
+    return params
+
+
+def topk_accuracy(logits: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 5)) -> dict:
+    """For each k, the fraction of rows [N] whose label is among the k largest of logits [N, C].
+
+    k above C counts every row as a hit.
+
+    >>> logits = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]])
+    >>> topk_accuracy(logits, np.array([2, 0]), ks=(1, 2))
+    {1: 0.5, 2: 1.0}
+    """
+    logits = jnp.asarray(logits)
+    _, top = jax.lax.top_k(logits, min(max(ks), logits.shape[-1]))
+    hits = np.asarray(top == jnp.asarray(labels)[:, None])
+    # Counted in integers: the reported fraction is exact, not a float32 mean.
+    return {k: int(hits[:, :k].any(axis=1).sum()) / len(hits) for k in ks}
+
+
+def fit_and_score(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+) -> dict[int, float]:
+    """Top-1 and top-5 on ``test`` of the classifier ``config`` trains on ``train`` (x, y)."""
+    mean, scale = standardization(train[0])
+    batch_size = min(config.batch_size, len(train[0]))
+    params = train_classifier(
+        (train[0] - mean) / scale,
+        train[1],
+        num_classes=num_classes,
+        epochs=config.epochs,
+        batch_size=batch_size,
+        learning_rate=optim.peak_learning_rate(config.learning_rate, batch_size, "linear"),
+        optimizer=config.optimizer,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+    )
+    logits = jnp.asarray((test[0] - mean) / scale) @ params["kernel"] + params["bias"]
+    return topk_accuracy(logits, test[1], ks=(1, 5))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ``LinearEvalError`` naming the field, for settings that cannot run."""
+    for field in ("epochs", "batch_size", "feature_batch_size"):
+        if not isinstance(config[field], int) or config[field] < 1:
+            raise LinearEvalError(f"{field}={config[field]!r} must be a positive integer.")
+    for field in ("max_train_examples", "max_test_examples", "step"):
+        if config[field] is not None and config[field] < (0 if field == "step" else 1):
+            raise LinearEvalError(f"{field}={config[field]} must be positive, or None for all.")
+    if not config.learning_rate > 0:
+        raise LinearEvalError(f"learning_rate={config.learning_rate} must be > 0.")
+    if config.weight_decay < 0:
+        raise LinearEvalError(f"weight_decay={config.weight_decay} must be >= 0.")
+    if config.optimizer not in OPTIMIZERS:
+        raise LinearEvalError(f"optimizer={config.optimizer!r} must be one of {OPTIMIZERS}.")
+
+
+def load_encoder(workdir: str, step: int | None) -> pretrained.Pretrained:
+    """The image run in ``workdir`` at ``step``, or ``LinearEvalError`` saying why not."""
+    try:
+        run_config = pretrained.read_config(workdir)
+    except FileNotFoundError as error:
+        raise LinearEvalError(str(error)) from None
+    if sources.is_text(run_config):
+        raise LinearEvalError(
+            f"{workdir} holds a text ({run_config.method}) run: linear evaluation needs an image "
+            "method (simclr, moco); use the MLM probe for text."
+        )
+    # Checked here rather than by pretrained.load, whose Checkpointer would create the folder.
+    directory = os.path.join(workdir, "checkpoints")
+    saved = (
+        sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+        if os.path.isdir(directory)
+        else []
+    )
+    if not saved:
+        raise LinearEvalError(f"no checkpoint in {directory}: pretrain in this workdir first.")
+    if step is not None and step not in saved:
+        raise LinearEvalError(f"step={step} has no checkpoint in {directory}; saved: {saved}.")
+    try:
+        return pretrained.load(workdir, step)
+    except Exception as error:  # noqa: BLE001 - orbax raises many types for a damaged step
+        raise LinearEvalError(
+            f"checkpoint {step or saved[-1]} in {directory} cannot be restored "
+            f"({type(error).__name__}); pass another --config.step from {saved}."
+        ) from None
+
+
+def _write_atomically(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Writes through a temporary file renamed over ``path``: readers see old or new, never half."""
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, mode) as f:
+        write(f)
+    os.replace(temporary, path)
+
+
+def cached_features(
+    encoder: pretrained.Pretrained,
+    split: str,
+    count: int,
+    load_images: Callable[[], tuple[np.ndarray, np.ndarray]],
+    *,
+    mesh: jax.sharding.Mesh,
+    cache_dir: str,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features [count, F] and labels [count] of ``split``, from the cache or extracted and cached.
+
+    The cache file records (dataset, split, step, count, feature dim); any mismatch, or a file
+    that does not read, is recomputed and replaced.
+    """
+    dataset = encoder.dataset
+    shape = (batch_size, dataset.image_size, dataset.image_size, dataset.channels)
+    output = jax.eval_shape(
+        encoder.method.encode, encoder.variables, jax.ShapeDtypeStruct(shape, np.uint8)
+    )
+    tag = "random_init" if encoder.step is None else f"step{encoder.step}"
+    key = dict(dataset=dataset.name, split=split, step=tag, count=count, dim=output.shape[-1])
+    path = os.path.join(cache_dir, f"features_{tag}_{split.replace(':', '_')}.npz")
+    cached = _read_cache(path, key)
+    # Every process must take the same branch: extraction is a collective.
+    if bool(multihost_utils.broadcast_one_to_all(np.asarray(cached is not None))):
+        logging.info("linear eval: cached features %s", path)
+        return cached
+    variables = jax.device_put(encoder.variables, parallel.replicated(mesh))
+    values, labels = features.extract_features(
+        encoder.method.encode, variables, *load_images(), mesh, batch_size=batch_size
+    )
+    if jax.process_index() == 0:
+        _write_atomically(
+            path, lambda f: np.savez(f, features=values, labels=labels, key=json.dumps(key))
+        )
+    return values, labels
+
+
+def _read_cache(path: str, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as saved:
+            if json.loads(str(saved["key"])) != key:
+                logging.info("linear eval: %s was made for another key; recomputing", path)
+                return None
+            return saved["features"], saved["labels"]
+    except Exception as error:  # noqa: BLE001 - any unreadable cache is recomputed
+        logging.warning("linear eval: cannot read %s (%s); recomputing", path, error)
+        return None
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Linear top-1/top-5 of ``workdir``'s frozen encoder and of the references ``config`` asks.
+
+    Writes ``workdir/linear_eval/results.json``, TensorBoard scalars and the feature caches;
+    nothing else in ``workdir`` is touched.
+
+    Raises:
+      LinearEvalError: bad config, a workdir without an image run or checkpoint, missing data.
+    """
+    started = time.time()
+    validate_config(config)
+    encoder = load_encoder(workdir, config.step)
+    dataset = encoder.dataset
+    data_dir = config.data_dir or encoder.config.get("data_dir")
+    missing = images.missing_data_message(dataset.name, data_dir)
+    if missing:
+        raise LinearEvalError(missing)
+    mesh = parallel.make_mesh()
+    output_dir = os.path.join(workdir, OUTPUT_SUBDIR)
+    if jax.process_index() == 0:
+        os.makedirs(output_dir, exist_ok=True)
+    # A multiple of the device count, so the user need not know how many devices run this.
+    feature_batch = -(-config.feature_batch_size // jax.device_count()) * jax.device_count()
+
+    splits = {"train": (dataset.memory_split, config.max_train_examples),
+              "test": (dataset.test_split, config.max_test_examples)}  # fmt: skip
+
+    @functools.cache
+    def load_images(name: str) -> tuple[np.ndarray, np.ndarray]:
+        split, limit = splits[name]
+        return images.load_split(
+            dataset, split, max_examples=limit, process_index=jax.process_index(),
+            process_count=jax.process_count(), data_dir=data_dir,
+        )  # fmt: skip
+
+    def count(name: str) -> int:
+        split, limit = splits[name]
+        total = images.num_examples(dataset, split, data_dir)
+        total = min(total, limit) if limit else total
+        return total // jax.process_count() * jax.process_count()  # per-process slices are equal
+
+    encoders = {"": encoder}
+    if config.compare_random_init:
+        encoders["_random_init"] = pretrained.load(workdir, random_init=True)
+    results: dict[str, float] = {}
+    for suffix, model in encoders.items():
+        extract = functools.partial(
+            cached_features, model, mesh=mesh, cache_dir=output_dir, batch_size=feature_batch
+        )
+        train, test = (
+            extract(splits[name][0], count(name), functools.partial(load_images, name))
+            for name in ("train", "test")
+        )
+        scores = fit_and_score(train, test, config, dataset.num_classes)
+        results.update({f"linear_top1{suffix}": scores[1], f"linear_top5{suffix}": scores[5]})
+    if config.compare_pixels:
+        train, test = (_all_pixels(*load_images(name)) for name in ("train", "test"))
+        scores = fit_and_score(train, test, config, dataset.num_classes)
+        results.update({"linear_top1_pixels": scores[1], "linear_top5_pixels": scores[5]})
+    _report(output_dir, encoder.step, results, time.time() - started)
+    return results
+
+
+def _all_pixels(local_images: np.ndarray, local_labels: np.ndarray):
+    """Every process's images as flat float rows, so all processes fit the same classifier."""
+    pixels = local_images.reshape(len(local_images), -1).astype(np.float32) / 255.0
+    gathered = multihost_utils.process_allgather((pixels, local_labels), tiled=True)
+    return np.asarray(gathered[0]), np.asarray(gathered[1])
+
+
+def _report(output_dir: str, step: int, results: dict[str, float], seconds: float) -> None:
+    writer = metric_writers.create_default_writer(
+        output_dir, just_logging=jax.process_index() > 0, asynchronous=False
+    )
+    writer.write_scalars(step, results)
+    writer.close()
+    if jax.process_index() == 0:
+        record = {"step": step, **results, "wall_seconds": round(seconds, 1)}
+        _write_atomically(
+            os.path.join(output_dir, "results.json"),
+            lambda f: json.dump(record, f, indent=2),
+            mode="w",
+        )

@@ -1,0 +1,33 @@
+"""Command-line entry point for linear evaluation: parse flags, hand them to ``linear.run``.
+
+python -m ssl_jax.linear_eval --config=configs/linear_eval.py --workdir=PRETRAIN_DIR
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ssl_jax import parallel
+from ssl_jax.evaluation import linear
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Workdir of a pretraining run (config.json, checkpoints).")
+config_flags.DEFINE_config_file("config", None, "Config file (configs/linear_eval.py).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        parallel.initialize()
+        results = linear.run(FLAGS.config, FLAGS.workdir)
+    except (parallel.StartupError, linear.LinearEvalError, FloatingPointError) as error:
+        logging.flush()
+        sys.exit(f"error: {error}")
+    print("done: " + "  ".join(f"{key} {value:.4f}" for key, value in results.items()), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
