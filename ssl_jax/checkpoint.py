@@ -17,12 +17,14 @@ from absl import logging
 class Checkpointer:
     """Saves and restores a state pytree under ``workdir/checkpoints/<step>``."""
 
-    def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(
+        self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True
+    ):
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            create=True,
+            create=create,
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -71,12 +73,25 @@ class Checkpointer:
         )  # fmt: skip
         self._manager.reload()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def restore_arrays(self, step: int | None = None) -> Any:
-        """The saved tree as nested dicts of host arrays, without a template (for inspection)."""
+        """The saved tree as nested dicts of arrays, without a template (for inspection).
+
+        The arrays land on this process's first device, whatever device count saved them.
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        return self._manager.restore(step, args=ocp.args.StandardRestore())
+        path = os.path.join(self.directory, str(step), "default")
+        metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
+        metadata = getattr(metadata, "tree", metadata)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), metadata
+        )
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def save(self, step: int, state: Any) -> None:
         if step in self._manager.all_steps():

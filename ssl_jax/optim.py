@@ -38,6 +38,11 @@ def make_schedule(
 ) -> optax.Schedule:
     """Linear warm-up from 0 to ``peak_value``, then cosine (or linear) decay to 0."""
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+    if warmup_steps == 0 and kind in ("cosine", "linear"):
+        # optax warns about a zero-length warm-up piece; without one the decay is all there is.
+        if kind == "cosine":
+            return optax.cosine_decay_schedule(peak_value, max(total_steps, 1))
+        return optax.linear_schedule(peak_value, 0.0, max(total_steps, 1))
     if kind == "cosine":
         return optax.warmup_cosine_decay_schedule(
             0.0, peak_value, warmup_steps, decay_steps=max(total_steps, warmup_steps + 1)

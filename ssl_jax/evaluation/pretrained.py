@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from ssl_jax import checkpoint
 from ssl_jax.data import images, sources, text
@@ -83,19 +84,31 @@ def load(workdir: str, step: int | None = None, *, random_init: bool = False) ->
     method = METHODS[config.method].make(config, image_size, None, total_steps=1)
     if random_init:
         sample = _sample_batch(config, dataset)
-        variables = method.init(jax.random.split(jax.random.PRNGKey(config.seed))[0], sample)
+        init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]  # as train.create_state
+        variables = jax.jit(method.init)(init_rng, sample)
         return Pretrained(workdir, config, method, _host(variables), None, dataset)
-    checkpoints = checkpoint.Checkpointer(workdir, async_save=False)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(
+            f"no checkpoint in {workdir}: train first, or pass random_init=True."
+        )
+    checkpoints = checkpoint.Checkpointer(workdir, async_save=False, create=False)
     try:
-        step = checkpoints.latest_step() if step is None else step
-        if step is None:
+        steps = [step] if step is not None else checkpoints.all_steps()[::-1]
+        if not steps:
             raise FileNotFoundError(
                 f"no checkpoint in {checkpoints.directory}: train first, or pass random_init=True."
             )
-        saved = checkpoints.restore_arrays(step)
+        for candidate in steps:
+            try:
+                saved = checkpoints.restore_arrays(candidate)
+                break
+            except Exception as error:  # noqa: BLE001 - a damaged step: read an older one
+                if candidate == steps[-1]:
+                    raise
+                logging.warning("checkpoint step %d does not restore (%s)", candidate, error)
     finally:
         checkpoints.close()
-    return Pretrained(workdir, config, method, _host(saved), step, dataset)
+    return Pretrained(workdir, config, method, _host(saved), candidate, dataset)
 
 
 def _sample_batch(config, dataset) -> dict[str, np.ndarray]:
