@@ -99,6 +99,8 @@ def base() -> ml_collections.ConfigDict:
     config.skip_nonfinite_steps = 0
     # N > 0: a jax.profiler trace of N steps (from the second) in WORKDIR/profile, for TensorBoard.
     config.profile_steps = 0
+    # PNGs in WORKDIR/plots (and TensorBoard) at the end of a run; python -m ssl_jax.report redraws.
+    config.plots = True
     return config
 
 
@@ -135,6 +137,7 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.log_every_steps = 1
     config.checkpoint_every_steps = 2
     config.eval_every_steps = 4
+    config.plots = False  # seconds of plotting would double a smoke run; ssl_jax.report draws them
     return config
 
 

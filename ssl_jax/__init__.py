@@ -9,21 +9,46 @@ The notebook API: pure functions and linen modules, usable without the trainer::
     view1, view2 = sj.augment.simclr_views(rng, images)
     encoder = sj.models.ResNet18(stem="cifar")
     step = sj.train.make_train_step(method, tx, mesh)
+    bank, labels = sj.features.extract_features(method.encode, variables, images, labels, mesh,
+                                                batch_size=512)
+    top1 = sj.knn.knn_accuracy(bank, labels, queries, query_labels, num_classes=10)
+    run = sj.pretrained.load("workdirs/fm")  # config, method and weights of a finished run
+
+A walk-through: notebooks/quickstart.ipynb.
 """
 
-from ssl_jax import augment, checkpoint, losses, masking, models, optim, parallel, train
-from ssl_jax.evaluation import knn
+from ssl_jax import (
+    augment,
+    checkpoint,
+    losses,
+    masking,
+    methods,
+    models,
+    optim,
+    parallel,
+    probe,
+    train,
+)
+from ssl_jax.data import images
+from ssl_jax.evaluation import features, knn, linear, plots, pretrained
 from ssl_jax.state import TrainState
 
 __all__ = [
     "TrainState",
     "augment",
     "checkpoint",
+    "features",
+    "images",
     "knn",
+    "linear",
     "losses",
     "masking",
+    "methods",
     "models",
     "optim",
     "parallel",
+    "plots",
+    "pretrained",
+    "probe",
     "train",
 ]

@@ -23,7 +23,7 @@ from clu import metric_writers, periodic_actions
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import checkpoint, optim, parallel, preemption
+from ssl_jax import checkpoint, optim, parallel, preemption, report
 from ssl_jax import probe as probe_lib
 from ssl_jax import workdir as workdir_lib
 from ssl_jax.data import sources
@@ -282,6 +282,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )
     with preemption.PreemptionGuard() as guard:
         results.update(loop(state, start_step, guard, baselines=dict(results)))
+    if config.get("plots") and jax.process_index() == 0 and "preempted_at_step" not in results:
+        report.write(workdir, writer=writer)
     writer.flush()
     return results
 

@@ -22,6 +22,7 @@ RESUMABLE_FIELDS = (
     "eval_every_steps",
     "keep_checkpoints",
     "profile_steps",
+    "plots",
     "skip_nonfinite_steps",
     "data_dir",
     "overwrite",

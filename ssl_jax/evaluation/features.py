@@ -34,6 +34,14 @@ def extract_features(
       local_labels: their labels [n].
       mesh: device mesh; ``batch_size`` (global) must divide by its device count.
       batch_size: global number of images per forward pass.
+
+    >>> from ssl_jax import parallel
+    >>> mesh = parallel.make_mesh()
+    >>> encode = lambda variables, images: images.reshape(len(images), -1) * variables
+    >>> images, labels = np.ones((3, 2, 2, 1), np.float32), np.arange(3)
+    >>> x, y = extract_features(encode, 2.0, images, labels, mesh, batch_size=mesh.size)
+    >>> x.shape, y.tolist(), float(x.max())
+    ((3, 4), [0, 1, 2], 2.0)
     """
     local_batch = batch_size // jax.process_count()
     encode_fn = jax.jit(encode, out_shardings=parallel.batch_sharded(mesh))

@@ -68,6 +68,14 @@ def knn_accuracy(
     query_labels: ArrayLike,
     **kwargs,
 ) -> float:
-    """Top-1 accuracy of ``knn_predict`` (same keyword arguments)."""
+    """Top-1 accuracy of ``knn_predict`` for query features [q, F] with true labels [q].
+
+    Takes ``knn_predict``'s keyword arguments (``num_classes`` is required).
+
+    >>> bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> queries = np.array([[1.0, 0.2], [0.1, 1.0]])
+    >>> knn_accuracy(bank, [0, 0, 1], queries, [0, 0], num_classes=2, k=1)
+    0.5
+    """
     predictions = knn_predict(bank_features, bank_labels, query_features, **kwargs)
     return float(np.mean(predictions == np.asarray(query_labels)))
