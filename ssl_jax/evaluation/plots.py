@@ -119,7 +119,8 @@ def embedding_map(
         if chosen.any():
             axes.scatter(*points[chosen].T, s=6, alpha=0.7, color=palette(index % palette.N),
                          label=name)  # fmt: skip
-    axes.set(title=title, xticks=[], yticks=[])
+    axes.set(xticks=[], yticks=[])
+    figure.suptitle(title)  # over the legend too: a long title is not cut at the axes' edge
     axes.legend(fontsize="small", markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return figure
 
