@@ -45,6 +45,12 @@ def base() -> ml_collections.ConfigDict:
     config.momentum = 0.9
 
     config.temperature = 0.5
+    # NT-Xent in blocks of this many anchors (exact, O(N x chunk) memory): None picks it above
+    # losses.AUTO_CHUNK_MIN_LOGITS similarities, 0 never chunks.
+    config.loss_chunk_size = ml_collections.FieldReference(None, field_type=int)
+    # Gradient caching: the encoder runs this many views at a time, activations recomputed in the
+    # backward pass, so large batches fit on few devices. None or 0: off. BN is per chunk.
+    config.grad_cache_chunk_size = ml_collections.FieldReference(None, field_type=int)
     config.model = ml_collections.ConfigDict(
         dict(
             name="resnet18",

@@ -7,7 +7,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs import moco_v2_fashion_mnist
+from configs import moco_v2_fashion_mnist, simclr_fashion_mnist
 from ssl_jax import optim, parallel, train
 from ssl_jax.methods import METHODS
 from ssl_jax.probe import OnlineProbe
@@ -78,7 +78,7 @@ def test_sharded_probe_step_equals_one_device(probe_batch):
     check_against_numpy(new_state, metrics, state, features, labels)
 
 
-CONFIGS = {"moco": moco_v2_fashion_mnist}
+CONFIGS = {"simclr": simclr_fashion_mnist, "moco": moco_v2_fashion_mnist}
 
 
 @pytest.mark.parametrize("method_name", sorted(CONFIGS))

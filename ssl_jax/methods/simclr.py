@@ -1,6 +1,7 @@
 """SimCLR: two augmented views per image, encoder + projection head, NT-Xent over the global batch.
 
-BatchNorm statistics are global (all devices, both views) so no device can cheat on its own batch.
+BatchNorm statistics are global (all devices, both views) so no device can cheat on its own batch,
+except under gradient caching, where each chunk of one view is normalised on its own.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-from ssl_jax import augment, losses
+from ssl_jax import augment, gradcache, losses
 from ssl_jax.methods.base import Method
 from ssl_jax.models import ProjectionHead, build_encoder
+from ssl_jax.probe import PROBE_FEATURES
 
 
 class SimCLRModel(nn.Module):
@@ -74,6 +76,9 @@ def _loss(
     model: SimCLRModel,
     temperature: float,
     aug_kwargs: dict[str, Any],
+    loss_chunk_size: int | None = None,
+    grad_cache_chunk_size: int | None = None,
+    chunk_model: SimCLRModel | None = None,
 ) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
     images = batch["image"]
     local_batch = images.shape[0]
@@ -82,15 +87,73 @@ def _loss(
     view1, view2 = augment.simclr_views(
         rng, images, example_ids=first + jnp.arange(local_batch), **aug_kwargs
     )
-    (_, projections), updates = model.apply(
-        {"params": params, "batch_stats": state.batch_stats},
-        jnp.concatenate([view1, view2]),
-        train=True,
-        mutable=["batch_stats"],
-    )
+    views = jnp.concatenate([view1, view2])
+    if grad_cache_chunk_size:
+        if local_batch % grad_cache_chunk_size:
+            raise ValueError(
+                f"grad_cache_chunk_size={grad_cache_chunk_size} must divide the per-device "
+                f"batch of {local_batch}."
+            )
+        features, projections, batch_stats = _apply_in_chunks(
+            params, state.batch_stats, views, axis_name, model=chunk_model,
+            chunk_size=grad_cache_chunk_size,
+        )  # fmt: skip
+    else:
+        (features, projections), updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            views,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        batch_stats = updates["batch_stats"]
     z1, z2 = projections[:local_batch], projections[local_batch:]
-    loss = losses.nt_xent(z1, z2, temperature=temperature, axis_name=axis_name)
-    return loss, ({"batch_stats": updates["batch_stats"]}, {"loss": loss})
+    if loss_chunk_size is None:
+        devices = 1 if axis_name is None else lax.axis_size(axis_name)
+        loss_chunk_size = losses.auto_chunk_size(2 * local_batch, 2 * local_batch * devices)
+    loss = losses.nt_xent(
+        z1, z2, temperature=temperature, axis_name=axis_name, chunk_size=loss_chunk_size or None
+    )
+    mutated = {
+        "batch_stats": batch_stats,
+        PROBE_FEATURES: lax.stop_gradient(features[:local_batch].astype(jnp.float32)),
+    }
+    return loss, (mutated, {"loss": loss})
+
+
+def _apply_in_chunks(
+    params: Any,
+    batch_stats: Any,
+    views: jax.Array,
+    axis_name: Hashable | None,
+    *,
+    model: SimCLRModel,
+    chunk_size: int,
+) -> tuple[jax.Array, jax.Array, Any]:
+    """Features [2b, F], projections [2b, D] and new BN statistics of ``views`` under grad caching.
+
+    Each chunk of ``chunk_size`` consecutive views is normalised with its own batch statistics,
+    as one device with per-device BatchNorm would be. ``chunk_size`` divides b, so a chunk holds
+    views of one kind only and the two views of an image never share statistics. The running
+    statistics are the mean over the chunks of every device of each chunk's update (the
+    full-batch mean, and the mean within-chunk variance), the same on every device.
+    """
+
+    def apply_chunk(params: Any, chunk: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
+        (features, projections), updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            chunk,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return features, projections, updates["batch_stats"]
+
+    features, projections, chunk_stats = gradcache.chunked_apply(
+        apply_chunk, params, views, chunk_size=chunk_size
+    )
+    new_stats = jax.tree.map(lambda x: jnp.mean(x, axis=0), chunk_stats)
+    if axis_name is not None:
+        new_stats = lax.pmean(new_stats, axis_name)
+    return gradcache.merge_chunks(features), gradcache.merge_chunks(projections), new_stats
 
 
 def _encode(variables: dict[str, Any], images: jax.Array, *, model: SimCLRModel) -> jax.Array:
@@ -105,7 +168,6 @@ def _encode(variables: dict[str, Any], images: jax.Array, *, model: SimCLRModel)
 
 def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
     """Raises ValueError, naming the field to change, for settings SimCLR cannot train with."""
-    del global_batch_size
     low, high = config.augment.crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(
@@ -113,6 +175,18 @@ def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
         )
     if config.head.num_layers < 1:
         raise ValueError(f"head.num_layers={config.head.num_layers} must be >= 1.")
+    for field in ("loss_chunk_size", "grad_cache_chunk_size"):
+        value = config.get(field, None)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise ValueError(f"{field}={value!r} must be None, 0 (off) or a positive integer.")
+    grad_cache_chunk_size = config.get("grad_cache_chunk_size", None)
+    if grad_cache_chunk_size and global_batch_size % grad_cache_chunk_size:
+        raise ValueError(
+            f"grad_cache_chunk_size={grad_cache_chunk_size} must divide the per-device batch "
+            f"(batch_size={global_batch_size} / device count)."
+        )
 
 
 def make(
@@ -122,9 +196,17 @@ def make(
     *,
     total_steps: int | None = None,
 ) -> Method:
-    """SimCLR's functions for ``config`` (model, head, augment and temperature fields)."""
+    """SimCLR's functions for ``config`` (model, head, augment and temperature fields).
+
+    Two optional fields trade compute for memory: ``loss_chunk_size`` (None:
+    ``losses.auto_chunk_size`` decides; 0: never chunk; k: k anchors per block of
+    ``losses.nt_xent``; the same loss and gradient) and ``grad_cache_chunk_size`` (None or 0:
+    off; k: the encoder runs on k views at a time, see ``gradcache``; exact gradients of the
+    loss with BatchNorm statistics per chunk of k views, k dividing the per-device batch).
+    """
     del total_steps  # SimCLR has no schedule of its own
     model = build_model(config, bn_axis_name)
+    grad_cache_chunk_size = config.get("grad_cache_chunk_size", None)
     return Method(
         name="simclr",
         init=functools.partial(_init, model=model),
@@ -133,6 +215,10 @@ def make(
             model=model,
             temperature=config.temperature,
             aug_kwargs=augment_kwargs(config, image_size),
+            loss_chunk_size=config.get("loss_chunk_size", None),
+            grad_cache_chunk_size=grad_cache_chunk_size,
+            # Chunks are normalised on their own: their BatchNorm must not average over devices.
+            chunk_model=build_model(config, None) if grad_cache_chunk_size else None,
         ),
         encode=functools.partial(_encode, model=model),
     )
