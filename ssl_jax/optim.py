@@ -23,7 +23,11 @@ def decay_mask(params: Any) -> Any:
 
 
 def peak_learning_rate(base_learning_rate: float, batch_size: int, scaling: str) -> float:
-    """Scales a per-256-examples base rate to the global batch ("linear", "sqrt" or "none")."""
+    """Scales a per-256-examples base rate to the global batch ("linear", "sqrt" or "none").
+
+    >>> peak_learning_rate(0.3, 4096, "linear")  # SimCLR's LARS recipe
+    4.8
+    """
     if scaling == "linear":
         return base_learning_rate * batch_size / 256
     if scaling == "sqrt":
@@ -36,7 +40,12 @@ def peak_learning_rate(base_learning_rate: float, batch_size: int, scaling: str)
 def make_schedule(
     peak_value: float, total_steps: int, warmup_steps: int, kind: str = "cosine"
 ) -> optax.Schedule:
-    """Linear warm-up from 0 to ``peak_value``, then cosine (or linear) decay to 0."""
+    """Linear warm-up from 0 to ``peak_value``, then cosine (or linear) decay to 0.
+
+    >>> schedule = make_schedule(1.0, total_steps=100, warmup_steps=10)
+    >>> [round(float(schedule(step)), 3) for step in (0, 5, 10, 55, 100)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+    """
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
     if warmup_steps == 0 and kind in ("cosine", "linear"):
         # optax warns about a zero-length warm-up piece; without one the decay is all there is.
@@ -66,7 +75,17 @@ def make_optimizer(
     momentum: float = 0.9,
     b2: float = 0.999,
 ) -> optax.GradientTransformation:
-    """LARS (SimCLR's choice for large batches), SGD with momentum, or AdamW."""
+    """LARS (SimCLR's choice for large batches), SGD with momentum, or AdamW.
+
+    Weight decay (and LARS's trust ratio) skip biases, BatchNorm parameters and frozen ones.
+
+    >>> import jax.numpy as jnp
+    >>> params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+    >>> tx = make_optimizer("sgd", optax.constant_schedule(0.0), weight_decay=0.1)
+    >>> updates, _ = tx.update(params, tx.init(params), params)  # lr 0: only the decay term
+    >>> float(updates["kernel"][0, 0]), float(updates["bias"][0])
+    (-0.0, -0.0)
+    """
     if name == "lars":
         return optax.lars(
             schedule,

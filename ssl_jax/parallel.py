@@ -194,7 +194,11 @@ def _check_same_process_count(num_processes: int, process_id: int, timeout_s: in
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh named ``DATA_AXIS`` over ``devices`` (default: every device of every process)."""
+    """A 1-D mesh named ``DATA_AXIS`` over ``devices`` (default: every device of every process).
+
+    >>> make_mesh(jax.devices()[:1]).axis_names
+    ('data',)
+    """
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
@@ -214,6 +218,11 @@ def to_global(local_batch: Any, mesh: Mesh) -> Any:
       local_batch: pytree of host arrays [local_batch, ...]; process p holds rows
         [p * local_batch, (p + 1) * local_batch) of the global batch.
       mesh: the mesh; the global batch is ``local_batch * process_count``.
+
+    >>> mesh = make_mesh()
+    >>> batch = to_global({"image": np.zeros((2 * mesh.size, 28, 28, 1), np.uint8)}, mesh)
+    >>> batch["image"].shape[1:], len(batch["image"].addressable_shards) == mesh.size
+    ((28, 28, 1), True)
     """
     sharding = batch_sharded(mesh)
     return jax.tree.map(

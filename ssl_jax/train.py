@@ -127,6 +127,22 @@ def make_train_step(
     shard_map) or ``"pmap"``; both take and return the same global arrays. ``probe`` (the same
     one given to ``create_state``) adds the online linear probe; ``skip_nonfinite`` see
     ``train_step``.
+
+    A method is a bundle of pure functions; here a toy one, ``mean((x @ w)^2)``:
+
+    >>> from ssl_jax import losses
+    >>> def loss(params, state, batch, rng, axis_name):
+    ...     value = losses.global_mean(jnp.mean((batch["x"] @ params["w"]) ** 2), axis_name)
+    ...     return value, ({}, {"loss": value})
+    >>> toy = Method("toy", init=lambda rng, batch: {"params": {"w": jnp.ones(3)}},
+    ...              loss=loss, encode=None)
+    >>> mesh, tx = parallel.make_mesh(), optax.sgd(0.1)
+    >>> batch = {"x": np.ones((mesh.size, 3), np.float32)}  # the global batch
+    >>> state = create_state(toy, tx, seed=0, sample_batch=batch, mesh=mesh)
+    >>> step = make_train_step(toy, tx, mesh)
+    >>> state, metrics = step(state, parallel.to_global(batch, mesh))
+    >>> float(metrics["loss"]), int(state.step), [round(float(w), 4) for w in state.params["w"]]
+    (9.0, 1, [0.4, 0.4, 0.4])
     """
     body = functools.partial(
         train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS, probe=probe,

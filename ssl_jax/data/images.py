@@ -78,6 +78,10 @@ def describe(name: str, image_size: int | None = None, data_dir: str | None = No
 
     Raises:
       ValueError: unknown name, or a folder without the ``train``/``test`` class-folder layout.
+
+    >>> dataset = describe("cifar10")
+    >>> dataset.image_size, dataset.channels, dataset.num_classes, dataset.test_split
+    (32, 3, 10, 'test')
     """
     if name.startswith(FOLDER_PREFIX):
         path = name[len(FOLDER_PREFIX) :]

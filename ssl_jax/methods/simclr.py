@@ -203,6 +203,14 @@ def make(
     ``losses.nt_xent``; the same loss and gradient) and ``grad_cache_chunk_size`` (None or 0:
     off; k: the encoder runs on k views at a time, see ``gradcache``; exact gradients of the
     loss with BatchNorm statistics per chunk of k views, k dividing the per-device batch).
+
+    >>> import numpy as np
+    >>> from configs import simclr_fashion_mnist
+    >>> method = make(simclr_fashion_mnist.get_config("runlocal"), image_size=28, bn_axis_name=None)
+    >>> images = np.zeros((5, 28, 28, 1), np.uint8)
+    >>> variables = jax.eval_shape(method.init, jax.random.key(0), {"image": images})  # shapes
+    >>> jax.eval_shape(method.encode, variables, images).shape  # [b, features]
+    (5, 64)
     """
     del total_steps  # SimCLR has no schedule of its own
     model = build_model(config, bn_axis_name)
