@@ -12,9 +12,14 @@ from ssl_jax import parallel
 from ssl_jax.evaluation import linear
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a pretraining run (config.json, checkpoints).")
-config_flags.DEFINE_config_file("config", None, "Config file (configs/linear_eval.py).")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _define_flags() -> None:
+    # Only when run as a program: importing this module (doctests, notebooks) beside
+    # ssl_jax.main must not define --workdir twice.
+    flags.DEFINE_string("workdir", None, "Workdir of a pretraining run (config.json, checkpoints).")
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/linear_eval.py).")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
@@ -30,4 +35,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
