@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+import optax
 import pytest
 from test_data import needs_fashion_mnist
 from test_train_step import assert_trees_close
@@ -22,6 +23,7 @@ from configs import simclr_fashion_mnist
 from ssl_jax import checkpoint, optim, parallel, train
 from ssl_jax.data import images
 from ssl_jax.methods import simclr
+from ssl_jax.probe import OnlineProbe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_PROCESSES = 2
@@ -151,7 +153,9 @@ def reference_run(total_steps):
     method = simclr.make(config, dataset.image_size, parallel.DATA_AXIS)
     local_batch_size = BATCH_SIZE // NUM_PROCESSES
     sample = np.zeros((local_batch_size, 28, 28, 1), np.uint8)
-    state = train.create_state(method, tx, config.seed, {"image": sample}, mesh)
+    # The run trains the online probe too (its own gradient; part of the saved state).
+    probe = OnlineProbe(dataset.num_classes, optax.adam(config.probe.learning_rate))
+    state = train.create_state(method, tx, config.seed, {"image": sample}, mesh, probe)
     streams = [
         images.train_batches(
             dataset,
@@ -169,7 +173,7 @@ def reference_run(total_steps):
         jax.tree.map(lambda *parts: np.concatenate(parts), *(next(s) for s in streams))
         for _ in iter(int, 1)
     )
-    return method, tx, mesh, state, global_batches
+    return method, tx, mesh, state, global_batches, probe
 
 
 @pytest.mark.slow
@@ -200,9 +204,9 @@ def test_two_processes_equal_one_process_on_the_same_global_batches_and_resume(t
     assert len(glob.glob(str(workdir / "events.out.tfevents.*"))) == 1
 
     two_process = assert_every_replica_identical(dumps, step=2)
-    method, tx, mesh, state, global_batches = reference_run(total_steps=2)
+    method, tx, mesh, state, global_batches, probe = reference_run(total_steps=2)
     initial_params = jax.device_get(state.params)
-    step_fn = train.make_train_step(method, tx, mesh)
+    step_fn = train.make_train_step(method, tx, mesh, probe=probe)
     for _ in range(2):
         state, _ = step_fn(state, parallel.to_global(next(global_batches), mesh))
     reference = jax.device_get(state)
@@ -232,11 +236,11 @@ def test_two_processes_equal_one_process_on_the_same_global_batches_and_resume(t
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "3"]
     resumed = assert_every_replica_identical(dumps, step=3)
     # The resumed step: the saved state, the 3-step schedule, and the third global batch.
-    method, tx3, mesh, _, global_batches = reference_run(total_steps=3)
+    method, tx3, mesh, _, global_batches, probe = reference_run(total_steps=3)
     for _ in range(2):
         next(global_batches)
     saved = checkpoint.Checkpointer(str(workdir)).restore(checkpoint.abstract_like(state), step=2)
-    step_fn = train.make_train_step(method, tx3, mesh)
+    step_fn = train.make_train_step(method, tx3, mesh, probe=probe)
     expected, _ = step_fn(saved, parallel.to_global(next(global_batches), mesh))
     expected = jax.device_get(expected.params)
     for path, leaf in jax.tree_util.tree_leaves_with_path(expected):
