@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from resume import assert_bitwise_equal, run_until_crash
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
@@ -131,25 +131,9 @@ def test_mlm_trains_and_resumes_exactly_through_the_same_trainer(tmp_path, monke
     assert checkpoint.Checkpointer(str(tmp_path / "straight")).latest_step() == 30
 
     # A crash after step 13 and a restart: masks, dropout, data position and AdamW state resume.
-    class Crash(Exception):
-        pass
-
-    real_batches = text.train_batches
-
-    def crash_after_13(*args, **kwargs):
-        for index, batch in enumerate(real_batches(*args, **kwargs)):
-            if index == 13:
-                raise Crash
-            yield batch
-
-    with monkeypatch.context() as patch:
-        patch.setattr(text, "train_batches", crash_after_13)
-        with pytest.raises(Crash):
-            train.run(config, str(tmp_path / "resumed"))
+    run_until_crash(config, tmp_path / "resumed", monkeypatch, text, after_batches=13)
     assert checkpoint.Checkpointer(str(tmp_path / "resumed")).latest_step() == 10
     train.run(config, str(tmp_path / "resumed"))
     straight = checkpoint.Checkpointer(str(tmp_path / "straight")).restore_arrays(30)
     resumed = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(30)
-    leaves = jax.tree_util.tree_leaves_with_path(straight)
-    for (path, want), got in zip(leaves, jax.tree.leaves(resumed), strict=True):
-        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+    assert_bitwise_equal(resumed, straight)

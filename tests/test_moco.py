@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from resume import assert_bitwise_equal, run_until_crash
 from test_data import needs_fashion_mnist
 from test_losses import numeric_grad
 
@@ -168,30 +169,14 @@ def test_resumed_moco_run_continues_identically(tmp_path, monkeypatch):
     config.moco.queue_size = 64  # 2 steps fill it: the resumed steps overwrite restored rows
     train.run(config, str(tmp_path / "straight"))
 
-    class Crash(Exception):
-        pass
-
-    real_batches = images.train_batches
-
-    def crash_after_three(*args, **kwargs):
-        for index, batch in enumerate(real_batches(*args, **kwargs)):
-            if index == 3:
-                raise Crash
-            yield batch
-
-    with monkeypatch.context() as patch:
-        patch.setattr(images, "train_batches", crash_after_three)
-        with pytest.raises(Crash):
-            train.run(config, str(tmp_path / "resumed"))
+    run_until_crash(config, tmp_path / "resumed", monkeypatch, images, after_batches=3)
     assert checkpoint.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
     train.run(config, str(tmp_path / "resumed"))
 
     straight = checkpoint.Checkpointer(str(tmp_path / "straight")).restore_arrays(4)
     resumed = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(4)
     assert int(resumed["extra"]["queue_ptr"]) == 0
-    leaves = jax.tree_util.tree_leaves_with_path(straight)
-    for (path, want), got in zip(leaves, jax.tree.leaves(resumed), strict=True):
-        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+    assert_bitwise_equal(resumed, straight)
     # The key encoder really moved away from its initial copy of the query encoder.
     initial = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(2)
     key_change = jax.tree.map(

@@ -13,9 +13,8 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
 import pytest
+from resume import assert_bitwise_equal
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
@@ -59,12 +58,6 @@ def finish(workdir):
 
 def final_arrays(workdir):
     return checkpoint.Checkpointer(str(workdir)).restore_arrays(6)
-
-
-def assert_bitwise_equal(got, want):
-    leaves = jax.tree_util.tree_leaves_with_path(want)
-    for (path, expected), actual in zip(leaves, jax.tree.leaves(got), strict=True):
-        np.testing.assert_array_equal(actual, expected, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.fixture(scope="module")
