@@ -14,12 +14,35 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 
+def _write_replicated_arrays_once_on_cpu() -> None:
+    """Turns off Orbax's replica-parallel writes when the devices are CPU cores.
+
+    Replica-parallel saving splits each replicated array over its replicas, which compiles one
+    slicing program per array shape and device: 150 programs (7 s) at the first save of a small
+    ResNet on 8 CPU devices, for no gain when every replica lives in the same host memory.
+    Accelerators keep Orbax's default.
+    """
+    if jax.default_backend() != "cpu":
+        return
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    if getattr(current, "_use_replica_parallel", False):
+        ocp.type_handlers.register_type_handler(
+            jax.Array,
+            ocp.type_handlers.ArrayHandler(
+                use_replica_parallel=False,
+                array_metadata_store=getattr(current, "_array_metadata_store", None),
+            ),
+            override=True,
+        )
+
+
 class Checkpointer:
     """Saves and restores a state pytree under ``workdir/checkpoints/<step>``."""
 
     def __init__(
         self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True
     ):
+        _write_replicated_arrays_once_on_cpu()
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
         options = ocp.CheckpointManagerOptions(

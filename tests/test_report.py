@@ -15,7 +15,7 @@ from matplotlib import image as mpimg
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
-from ssl_jax import report, train
+from ssl_jax import report, run_reader, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_PLOTS = ["training_curves", "knn_accuracy", "embeddings", "augmented_views"]
@@ -34,8 +34,10 @@ def assert_png(path):
 def single_device_env():
     """The environment a user's shell has: no simulated devices (the run had eight)."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
-        "--xla_force_host_platform_device_count=8", ""
+    flags = env.get("XLA_FLAGS", "").split()
+    # XLA reads a lone non-flag word (even an empty one) as a file of flags: keep only flags.
+    env["XLA_FLAGS"] = " ".join(
+        f for f in flags if not f.startswith("--xla_force_host_platform_device_count")
     )
     return env
 
@@ -56,7 +58,7 @@ def test_read_scalars_keeps_the_newest_write_of_a_step(tmp_path):
         for step, loss in losses.items():
             writer.write_scalars(step, {"loss": loss})
         writer.close()
-    steps, values = report.read_scalars(str(tmp_path))["loss"]
+    steps, values = run_reader.read_scalars(str(tmp_path))["loss"]
     assert steps.tolist() == [1, 2, 3, 4]
     assert values.tolist() == [5.0, 4.0, 3.0, 2.0]
 
