@@ -13,6 +13,8 @@ The notebook API: pure functions and linen modules, usable without the trainer::
                                                 batch_size=512)
     top1 = sj.knn.knn_accuracy(bank, labels, queries, query_labels, num_classes=10)
     run = sj.pretrained.load("workdirs/fm")  # config, method and weights of a finished run
+    weights = sj.classifier.train_classifier(features, labels, num_classes=10, epochs=100,
+                                             batch_size=1024, learning_rate=0.1)
 
 A walk-through: notebooks/quickstart.ipynb.
 """
@@ -30,13 +32,14 @@ from ssl_jax import (
     train,
 )
 from ssl_jax.data import images
-from ssl_jax.evaluation import features, knn, linear, plots, pretrained
+from ssl_jax.evaluation import classifier, features, knn, linear, plots, pretrained
 from ssl_jax.state import TrainState
 
 __all__ = [
     "TrainState",
     "augment",
     "checkpoint",
+    "classifier",
     "features",
     "images",
     "knn",

@@ -9,7 +9,6 @@ checkpoint yet, no evaluation logged) skips its plot with a warning.
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import os
 import sys
@@ -17,14 +16,13 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
 from ssl_jax import augment, masking
-from ssl_jax.data import images, sources, text
-from ssl_jax.evaluation import plots, pretrained
-from ssl_jax.evaluation.mlm import frequency_baseline
+from ssl_jax.data import images, sources
+from ssl_jax.evaluation import plots
 from ssl_jax.methods import mlm, simclr
+from ssl_jax.run_reader import Missing, RunReader
 
 PLOTS_DIR = "plots"
 EMBEDDING_METHODS = ("pca", "tsne")
@@ -32,109 +30,33 @@ _ENCODE_CHUNK = 256  # images per forward pass when embedding the test split
 _SENTENCES = 3  # held-out sequences shown with the model's guesses
 
 
-class _Missing(Exception):
-    """A piece a plot needs is not in the workdir (yet); the message says which."""
-
-
-def read_scalars(workdir: str) -> dict[str, plots.Series]:
-    """Every scalar tag of the clu event files in ``workdir`` as (steps, values), by step.
-
-    A resumed run logs again the steps after its last checkpoint: the newest write of a step wins.
-    """
-    latest: dict[str, dict[int, tuple[float, float]]] = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-        try:
-            for event in tf.compat.v1.train.summary_iterator(path):
-                for value in event.summary.value:
-                    if value.HasField("tensor"):
-                        number = tf.make_ndarray(value.tensor)
-                        if number.ndim or not np.issubdtype(number.dtype, np.number):
-                            continue  # hparams, text and images are not curves
-                        number = float(number)
-                    elif value.HasField("simple_value"):
-                        number = value.simple_value
-                    else:
-                        continue
-                    seen = latest.setdefault(value.tag, {})
-                    if event.step not in seen or event.wall_time >= seen[event.step][0]:
-                        seen[event.step] = (event.wall_time, number)
-        except tf.errors.DataLossError:
-            # A writer that is still running (or was killed) leaves a truncated last record.
-            logging.warning("report: %s ends in a truncated record; read what precedes it", path)
-    return {
-        tag: (np.array(sorted(by_step)), np.array([by_step[s][1] for s in sorted(by_step)]))
-        for tag, by_step in latest.items()
-    }
-
-
-class _Run:
-    """The workdir's pieces, each read once and only when a plot asks for it."""
-
-    def __init__(self, workdir: str, *, embedding: str, max_embedding_examples: int):
-        self.workdir = workdir
-        self.config = pretrained.read_config(workdir)
-        self.scalars = read_scalars(workdir)
-        self.embedding, self.max_embedding_examples = embedding, max_embedding_examples
-
-    @functools.cached_property
-    def pretrained(self) -> pretrained.Pretrained:
-        if jax.process_count() > 1:
-            # Orbax restores collectively: process 0 alone would wait for the others forever.
-            raise _Missing(
-                "the checkpoint is read by all processes together; run "
-                f"python -m ssl_jax.report --workdir={self.workdir} once the run has ended"
-            )
-        try:
-            return pretrained.load(self.workdir)
-        except FileNotFoundError as error:
-            raise _Missing(str(error)) from None
-
-    @functools.cached_property
-    def text_eval(self) -> tuple:
-        """(vocab, held-out sequences as the monitor reads them, most-frequent-token accuracy)."""
-        dataset = text.describe_config(self.config)
-        vocab = dataset.vocab()
-        data = text.load_eval_split(
-            dataset, max_seq_len=self.config.text.max_seq_len,
-            max_sequences=self.config.mlm.get("max_eval_sequences"),
-            data_dir=self.config.get("data_dir"), vocab=vocab,
-        )  # fmt: skip
-        return vocab, data, frequency_baseline(data["token_ids"], vocab.special_ids)
-
-    def series(self, *tags: str) -> dict[str, plots.Series]:
-        return {tag: self.scalars[tag] for tag in tags if tag in self.scalars}
-
-    def last_step(self) -> int:
-        return max((int(steps[-1]) for steps, _ in self.scalars.values() if len(steps)), default=0)
-
-
-def _training_curves(run: _Run) -> plots.Figure:
+def _training_curves(run: RunReader) -> plots.Figure:
     if "loss" not in run.scalars:
-        raise _Missing("no 'loss' scalars in the event files yet")
+        raise Missing("no 'loss' scalars in the event files yet")
     panels = [plots.Panel("training loss", f"{run.config.method} loss", run.series("loss"))]
     if "learning_rate" in run.scalars:
         panels.append(plots.Panel("learning rate", "learning rate", run.series("learning_rate")))
-    return plots.line_panels(panels, title=_title(run))
+    return plots.line_panels(panels, title=run.title())
 
 
-def _knn_accuracy(run: _Run) -> plots.Figure:
+def _knn_accuracy(run: RunReader) -> plots.Figure:
     labels = {
         "knn_top1": "kNN top-1 (test split)",
         "probe_top1": "online linear probe top-1 (training batches)",
     }
     series = {labels[tag]: values for tag, values in run.series(*labels).items()}
     if not series:
-        raise _Missing("no 'knn_top1' or 'probe_top1' scalars in the event files yet")
+        raise Missing("no 'knn_top1' or 'probe_top1' scalars in the event files yet")
     baselines = {}
     path = os.path.join(run.workdir, "knn_pixel_baseline.json")
     if os.path.exists(path):
         with open(path) as f:
             baselines["kNN top-1 on raw pixels"] = json.load(f)["knn_top1"]
     panel = plots.Panel("accuracy during pretraining", "top-1 accuracy", series, baselines)
-    return plots.line_panels([panel], title=_title(run))
+    return plots.line_panels([panel], title=run.title())
 
 
-def _embeddings(run: _Run) -> plots.Figure:
+def _embeddings(run: RunReader) -> plots.Figure:
     model = run.pretrained
     dataset = model.dataset
     test_images, labels = images.load_split(
@@ -153,7 +75,7 @@ def _embeddings(run: _Run) -> plots.Figure:
         features.append(np.asarray(encode(model.variables, padded))[: len(chunk)])
     points = plots.project_2d(np.concatenate(features), method=run.embedding, seed=run.config.seed)
     title = (
-        f"{_title(run)}: {len(labels)} {dataset.test_split} images, encoder features at step "
+        f"{run.title()}: {len(labels)} {dataset.test_split} images, encoder features at step "
         f"{model.step}, {run.embedding.upper()}"
     )
     return plots.embedding_map(points, labels, _class_names(dataset, run.config), title=title)
@@ -168,7 +90,7 @@ def _class_names(dataset, config) -> list[str]:
     )
 
 
-def _augmented_views(run: _Run) -> plots.Figure:
+def _augmented_views(run: RunReader) -> plots.Figure:
     dataset = images.describe(run.config.dataset, run.config.image_size, run.config.data_dir)
     originals, _ = images.load_split(
         dataset, dataset.train_split, max_examples=6, data_dir=run.config.data_dir
@@ -181,14 +103,14 @@ def _augmented_views(run: _Run) -> plots.Figure:
     )
     view1, view2 = views(jax.random.PRNGKey(run.config.seed), originals)
     figure = plots.view_pairs(originals, np.asarray(view1), np.asarray(view2))
-    figure.suptitle(f"{_title(run)} augmentations", fontsize="medium")
+    figure.suptitle(f"{run.title()} augmentations", fontsize="medium")
     return figure
 
 
-def _mlm_eval(run: _Run) -> plots.Figure:
+def _mlm_eval(run: RunReader) -> plots.Figure:
     accuracy = run.series("eval_mlm_accuracy")
     if not accuracy:
-        raise _Missing("no 'eval_mlm_accuracy' scalars in the event files yet")
+        raise Missing("no 'eval_mlm_accuracy' scalars in the event files yet")
     try:
         baseline = {"always the most frequent token": run.text_eval[2]}
     except (OSError, ValueError) as error:
@@ -198,10 +120,10 @@ def _mlm_eval(run: _Run) -> plots.Figure:
         plots.Panel("held-out masked accuracy", "accuracy", accuracy, baseline),
         plots.Panel("held-out perplexity", "perplexity", run.series("eval_perplexity"), log_y=True),
     ]
-    return plots.line_panels(panels, title=_title(run))
+    return plots.line_panels(panels, title=run.title())
 
 
-def _mlm_predictions(run: _Run) -> plots.Figure:
+def _mlm_predictions(run: RunReader) -> plots.Figure:
     model, (vocab, data, _) = run.pretrained, run.text_eval
     config, count = run.config, min(_SENTENCES, len(run.text_eval[1]["token_ids"]))
     token_ids = data["token_ids"][:count]
@@ -230,7 +152,7 @@ def _mlm_predictions(run: _Run) -> plots.Figure:
                    probabilities[row, slot])
             for slot in range(used)
         ])  # fmt: skip
-    title = f"{_title(run)}, step {model.step}: held-out sequences"
+    title = f"{run.title()}, step {model.step}: held-out sequences"
     return plots.masked_predictions(texts, guesses, title=title)
 
 
@@ -257,17 +179,13 @@ def _guess(vocab, label: int, shown: int, probabilities: np.ndarray) -> plots.Ma
     )
 
 
-def _title(run: _Run) -> str:
-    return f"{run.config.method} on {run.config.dataset}"
-
-
-IMAGE_PLOTS: dict[str, Callable[[_Run], plots.Figure]] = {
+IMAGE_PLOTS: dict[str, Callable[[RunReader], plots.Figure]] = {
     "training_curves": _training_curves,
     "knn_accuracy": _knn_accuracy,
     "embeddings": _embeddings,
     "augmented_views": _augmented_views,
 }
-TEXT_PLOTS: dict[str, Callable[[_Run], plots.Figure]] = {
+TEXT_PLOTS: dict[str, Callable[[RunReader], plots.Figure]] = {
     "training_curves": _training_curves,
     "mlm_eval": _mlm_eval,
     "mlm_predictions": _mlm_predictions,
@@ -296,7 +214,7 @@ def write(
     """
     if embedding not in EMBEDDING_METHODS:
         raise ValueError(f"embedding must be one of {EMBEDDING_METHODS}; got {embedding!r}.")
-    run = _Run(workdir, embedding=embedding, max_embedding_examples=max_embedding_examples)
+    run = RunReader(workdir, embedding=embedding, max_embedding_examples=max_embedding_examples)
     makers = TEXT_PLOTS if sources.is_text(run.config) else IMAGE_PLOTS
     directory = os.path.join(workdir, PLOTS_DIR)
     os.makedirs(directory, exist_ok=True)
@@ -304,7 +222,7 @@ def write(
     for name, make in makers.items():
         try:
             figure = make(run)
-        except _Missing as missing:
+        except Missing as missing:
             logging.warning("report: skipped %s: %s", name, missing)
             continue
         except Exception:  # noqa: BLE001 - a finished run must not fail on a picture

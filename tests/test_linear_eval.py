@@ -17,7 +17,7 @@ from test_data import needs_fashion_mnist
 from configs import linear_eval as linear_eval_config
 from configs import moco_v2_fashion_mnist, simclr_fashion_mnist
 from ssl_jax import checkpoint, parallel, workdir
-from ssl_jax.evaluation import features, linear, pretrained
+from ssl_jax.evaluation import classifier, features, linear, pretrained
 from ssl_jax.methods import METHODS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def test_loss_and_gradient_match_numpy():
     want_loss = -np.mean(np.log(probs[np.arange(7), labels]))
     residual = (probs - np.eye(3)[labels]) / 7  # d loss / d logits
     params32 = jax.tree.map(lambda x: np.float32(x), params)
-    loss, grads = jax.jit(jax.value_and_grad(linear.cross_entropy_loss))(
+    loss, grads = jax.jit(jax.value_and_grad(classifier.cross_entropy_loss))(
         params32, np.float32(inputs), labels
     )
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
@@ -53,7 +53,7 @@ def test_topk_matches_numpy_argsort():
     rng = np.random.default_rng(1)
     logits, labels = rng.normal(size=(200, 10)), rng.integers(0, 10, 200)
     ranked = np.argsort(-logits, axis=1)
-    got = linear.topk_accuracy(logits, labels, ks=(1, 3, 5, 12))
+    got = classifier.topk_accuracy(logits, labels, ks=(1, 3, 5, 12))
     for k in (1, 3, 5):
         assert got[k] == pytest.approx(np.mean((ranked[:, :k] == labels[:, None]).any(1)))
     assert got[1] <= got[3] <= got[5] <= got[12] == 1.0
@@ -62,11 +62,13 @@ def test_topk_matches_numpy_argsort():
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
 def test_separable_data_is_learned_in_one_compile(optimizer, monkeypatch):
     chex.clear_trace_counter()
-    monkeypatch.setattr(linear, "train_epoch", chex.assert_max_traces(linear.train_epoch, n=1))
+    monkeypatch.setattr(
+        classifier, "train_epoch", chex.assert_max_traces(classifier.train_epoch, n=1)
+    )
     train, test = separable_data(np.random.default_rng(2), (600, 300))
     config = linear_eval_config.get_config()
     config.update(epochs=10, batch_size=64, optimizer=optimizer, learning_rate=0.5)
-    scores = linear.fit_and_score(train, test, config, 5)
+    scores = classifier.fit_and_score(train, test, config, 5)
     assert scores[1] == 1.0 and scores[5] == 1.0
 
 
@@ -79,9 +81,9 @@ def test_scores_ignore_feature_scale_and_offset():
     config = linear_eval_config.get_config()
     config.update(epochs=5, batch_size=50)
     train, test = (inputs[:300], labels[:300]), (inputs[300:], labels[300:])
-    base = linear.fit_and_score(train, test, config, 4)
+    base = classifier.fit_and_score(train, test, config, 4)
     shift = rng.normal(size=8) * 100
-    moved = linear.fit_and_score(
+    moved = classifier.fit_and_score(
         (train[0] * 1000 + shift, train[1]), (test[0] * 1000 + shift, test[1]), config, 4
     )
     assert 0.3 < base[1] < 1.0 and base == pytest.approx(moved, abs=0.011)
@@ -90,9 +92,9 @@ def test_scores_ignore_feature_scale_and_offset():
 def test_same_seed_same_classifier_other_seed_other_order():
     ((inputs, labels),) = separable_data(np.random.default_rng(4), (256,))
     fit = dict(num_classes=5, epochs=2, batch_size=32, learning_rate=0.1)
-    first = linear.train_classifier(inputs, labels, seed=0, **fit)
-    again = linear.train_classifier(inputs, labels, seed=0, **fit)
-    other = linear.train_classifier(inputs, labels, seed=1, **fit)
+    first = classifier.train_classifier(inputs, labels, seed=0, **fit)
+    again = classifier.train_classifier(inputs, labels, seed=0, **fit)
+    other = classifier.train_classifier(inputs, labels, seed=1, **fit)
     np.testing.assert_array_equal(first["kernel"], again["kernel"])
     assert not np.allclose(first["kernel"], other["kernel"])
 

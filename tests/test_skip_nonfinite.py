@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ssl_jax import optim, train
+from ssl_jax import loop, optim, train
 from ssl_jax.methods.base import Method
 from ssl_jax.state import TrainState
 
@@ -73,10 +73,10 @@ def test_skipped_steps_change_nothing_and_are_counted():
     assert [m["skipped_steps"] for m in history] == [0, 1, 1, 2, 3, 3]
     assert all(np.isfinite(m["loss"]) for i, m in enumerate(history) if i not in (1, 3, 4))
     # The trainer's check accepts a skipped step's NaN loss ...
-    train._finite(history[1], step=2)
+    loop.check_finite(history[1], step=2)
     # ... and refuses a NaN that was not skipped.
     with pytest.raises(FloatingPointError, match="step 7"):
-        train._finite({"loss": float("nan"), "step_skipped": 0.0}, step=7)
+        loop.check_finite({"loss": float("nan"), "step_skipped": 0.0}, step=7)
 
 
 def test_more_bad_steps_in_a_row_than_allowed_stop_being_skipped():
@@ -84,4 +84,4 @@ def test_more_bad_steps_in_a_row_than_allowed_stop_being_skipped():
     assert [m["step_skipped"] for m in history[:3]] == [0, 1, 0]
     assert not np.isfinite(np.asarray(state.params["w"])).all()
     with pytest.raises(FloatingPointError):
-        train._finite(history[2], step=3)
+        loop.check_finite(history[2], step=3)
