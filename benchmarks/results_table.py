@@ -17,9 +17,12 @@ def _simclr_rows(record: dict) -> list[str]:
     for key, side in record.items():
         if not key.startswith("jax_") or key.endswith("_over_torch"):
             continue
-        flags = f", XLA_FLAGS={side['xla_flags']}" if side.get("xla_flags") else ""
+        used = side.get("effective_xla_flags", side.get("xla_flags"))
+        flags = f", XLA_FLAGS={used}" if used else ""
+        views = f", views {side['views']}" if side.get("views") else ""
+        peak = side["matmul_peak_flops"] / 1e9
         jax_text = (f"{side['images_per_s']} img/s (MFU {side['mfu']:.0%} of a "
-                    f"{side['matmul_peak_flops'] / 1e9:.0f} GFLOP/s matmul{flags})")  # fmt: skip
+                    f"{peak:.0f} GFLOP/s matmul{views}{flags})")  # fmt: skip
         torch_text = f"{torch['images_per_s']} img/s (eager, channels_last)" if torch else "-"
         ratio = record.get(f"{key}_over_torch", "-")
         rows.append(f"| {what} | {jax_text} | {torch_text} | {ratio}x |")

@@ -1,14 +1,16 @@
 """SimCLR train-step images/s: ssl_jax's real step against PyTorch eager (channels_last), A/B.
 
 python benchmarks/simclr_step.py [--quick] [--batch_size=256 --rounds=3 --xla_flags="A|B"]
+    [--jax_views=given|augmented]
 Prints one JSON line: both sides' median step times, images/s, the ratio, and JAX's MFU.
 
 Both sides train the same network: ResNet (CIFAR stem by default) + SimCLR 2-layer projection head
 (2048 → 128, BN) + NT-Xent (τ 0.5) with LARS, on two views of each image. ssl_jax's step is
-``train.make_train_step`` over ``methods.simclr`` and includes its on-device augmentation; the
-torch step gets the two views ready-made (its augmentation runs in DataLoader workers, see
-augment_throughput.py). MFU = XLA's cost-analysis FLOPs of the compiled step / step time /
-the peak of a large matmul measured in the same worker.
+``train.make_train_step`` over ``methods.simclr``. The torch step gets the two views ready-made
+(its augmentation runs in DataLoader workers, see augment_throughput.py); by default so does the
+JAX step (``--jax_views=given``), and ``augmented`` adds ssl_jax's on-device augmentation.
+MFU = XLA's cost-analysis FLOPs of the compiled step / step time / the peak of a large matmul
+measured in the same worker.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     size = args["image_size"]
     # One device: the torch side runs on one too.
     mesh = parallel.make_mesh(jax.devices()[:1])
+    if args["views"] == "given":
+        _skip_augmentation()
     method = simclr.make(config, size, parallel.DATA_AXIS)
     schedule = optim.make_schedule(1.0, total_steps=10_000, warmup_steps=100)
     tx = optim.make_optimizer("lars", schedule, weight_decay=config.weight_decay)
@@ -69,11 +73,32 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
         "jax": jax.__version__,
+        # What XLA ran with, including the flag ``import ssl_jax`` adds (ssl_jax/xla_defaults.py).
+        "effective_xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compile_s": round(compile_s, 1),
         "step_flops": flops,
         "matmul_peak_flops": peak,
     }
     return info, lambda: {"step_s": run_steps(args["steps"])}
+
+
+def _skip_augmentation() -> None:
+    """Views as the torch side gets them: ready-made, so both steps do the same work.
+
+    The image and its mirror image stand in for the two augmented views; the step traces
+    ``augment.simclr_views`` at call time, so replacing it here removes the augmentation (crop,
+    jitter, grayscale, blur) and nothing else.
+    """
+    import jax.numpy as jnp
+
+    from ssl_jax import augment
+
+    def given_views(rng, images, **kwargs):
+        del rng, kwargs
+        views = jnp.asarray(images, jnp.float32) / 255.0
+        return views, views[:, :, ::-1]
+
+    augment.simclr_views = given_views
 
 
 def matmul_peak_flops(dtype: str) -> float:
@@ -200,6 +225,12 @@ def main() -> None:
         default=os.environ.get("XLA_FLAGS", ""),
         help="XLA_FLAGS of the JAX side; a '|' list runs one JAX worker per entry, A/B",
     )
+    parser.add_argument(
+        "--jax_views",
+        default="given",
+        help="'given': the JAX step gets ready-made views, as torch does; 'augmented': it also "
+        "runs ssl_jax's on-device augmentation; 'given|augmented' runs both, A/B",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
     parser.add_argument("--no_torch", action="store_true", help="JAX side only")
@@ -213,11 +244,26 @@ def main() -> None:
         key: getattr(args, key)
         for key in ("batch_size", "image_size", "model", "stem", "dtype", "steps")
     }
-    flag_sets = [flags.strip() for flags in args.xla_flags.split("|")]
-    names = ["xla" if len(flag_sets) == 1 else f"xla[{flags or 'default'}]" for flags in flag_sets]
+    variants = [
+        (flags.strip(), views.strip())
+        for flags in args.xla_flags.split("|")
+        for views in args.jax_views.split("|")
+    ]
+    if any(views not in ("given", "augmented") for _, views in variants):
+        parser.error(f"--jax_views must be 'given', 'augmented' or both; got {args.jax_views!r}")
+    names = [
+        f"xla[{flags or 'default'}, views {views}]" if len(variants) > 1 else "xla"
+        for flags, views in variants
+    ]
     workers = [
-        harness.Worker(harness.jax_python(), _SCRIPT, "jax", setup, env={"XLA_FLAGS": flags})
-        for flags in flag_sets
+        harness.Worker(
+            harness.jax_python(),
+            _SCRIPT,
+            "jax",
+            {**setup, "views": views},
+            env={"XLA_FLAGS": flags},
+        )  # fmt: skip
+        for flags, views in variants
     ]
     if not args.no_torch:
         workers.append(harness.Worker(harness.torch_python(), _SCRIPT, "torch", setup))
@@ -229,13 +275,14 @@ def main() -> None:
     record = {"benchmark": "simclr_step", **setup, "views_per_step": 2 * args.batch_size,
               "rounds": args.rounds}  # fmt: skip
     medians = [harness.median([r["step_s"] for r in side]) for side in rounds]
-    for flags, name, worker, side, step_s in zip(
-        flag_sets, names, workers, rounds, medians, strict=False
+    for (flags, views), name, worker, side, step_s in zip(
+        variants, names, workers, rounds, medians, strict=False
     ):
         info = worker.info
         record[f"jax_{name}"] = {
             **info,
             "xla_flags": flags,
+            "views": views,
             "step_s_median": round(step_s, 4),
             "step_s_rounds": [round(r["step_s"], 4) for r in side],
             "images_per_s": round(args.batch_size / step_s, 1),

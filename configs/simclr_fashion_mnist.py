@@ -1,6 +1,6 @@
 """python -m ssl_jax.main --config=configs/simclr_fashion_mnist.py --workdir=workdirs/simclr_fmnist
 
-SimCLR on Fashion-MNIST sized for two CPU cores (~10 minutes, 800 steps of 256): a quarter-width
+SimCLR on Fashion-MNIST sized for two CPU cores (~9 minutes, 800 steps of 256): a quarter-width
 ResNet-10 with a stride-2 3x3 stem, grey-image augmentations (crop of 50-100% of the area, flip,
 brightness/contrast), LARS, temperature 0.2. Crops down to 8% (the ImageNet recipe) cut away too
 much of a 28 px garment for so short a run. ``:runlocal`` shrinks it to a seconds-long smoke run.

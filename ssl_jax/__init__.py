@@ -17,9 +17,17 @@ The notebook API: pure functions and linen modules, usable without the trainer::
                                              batch_size=1024, learning_rate=0.1)
 
 A walk-through: notebooks/quickstart.ipynb.
+
+Importing ssl_jax sets one XLA flag for CPU convolutions (``ssl_jax/xla_defaults.py``), so
+import it before the first JAX computation; ``SSL_JAX_XLA_DEFAULTS=0`` turns that off.
 """
 
-from ssl_jax import (
+from ssl_jax import xla_defaults
+
+# Before anything starts JAX's backend: XLA reads XLA_FLAGS once.
+xla_defaults.apply()
+
+from ssl_jax import (  # noqa: E402
     augment,
     checkpoint,
     losses,
@@ -31,9 +39,9 @@ from ssl_jax import (
     probe,
     train,
 )
-from ssl_jax.data import images
-from ssl_jax.evaluation import classifier, features, knn, linear, plots, pretrained
-from ssl_jax.state import TrainState
+from ssl_jax.data import images  # noqa: E402
+from ssl_jax.evaluation import classifier, features, knn, linear, plots, pretrained  # noqa: E402
+from ssl_jax.state import TrainState  # noqa: E402
 
 __all__ = [
     "TrainState",

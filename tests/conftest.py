@@ -7,7 +7,7 @@ _OWN_FLAGS = {
     # The tests compile hundreds of small programs and run each a few steps: LLVM's O0 halves
     # compile time (init 11 s -> 2.4 s, a SimCLR step 10 s -> 6 s) for steps twice as slow.
     # XLA's HLO passes are unchanged; the last bits of a result may move, and every comparison
-    # runs both sides under these flags or within a tolerance. Runs and benchmarks keep O2.
+    # runs both sides under these flags or within a tolerance. Runs and benchmarks keep XLA's 3.
     "--xla_backend_optimization_level": "0",
 }
 # A user's own setting of these wins; pytest-xdist workers inherit the controller's environment.

@@ -1,0 +1,36 @@
+"""``import ssl_jax`` sets its CPU convolution flag before JAX starts, unless told not to."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ssl_jax import xla_defaults
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = "import os, ssl_jax, jax; jax.devices(); print(os.environ.get('XLA_FLAGS', ''))"
+
+
+@pytest.mark.parametrize(
+    "extra_env, expected",
+    [
+        ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+         f"--xla_force_host_platform_device_count=2 {xla_defaults.CPU_CONVOLUTIONS_ON_EIGEN}"),
+        ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="},
+         "--xla_cpu_experimental_ynn_fusion_type="),
+        ({"XLA_FLAGS": "", "SSL_JAX_XLA_DEFAULTS": "0"}, ""),
+    ],
+    ids=["added", "users_choice_wins", "turned_off"],
+)  # fmt: skip
+def test_import_sets_the_flag_in_a_fresh_process(extra_env, expected):
+    env = {k: v for k, v in os.environ.items() if k != "SSL_JAX_XLA_DEFAULTS"}
+    env.update(extra_env, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    # XLA accepted the flag (an unknown one aborts the process at jax.devices()).
+    lines = result.stdout.splitlines()
+    assert lines and lines[-1].strip() == expected, result.stdout[-2000:]
