@@ -117,11 +117,7 @@ def main() -> None:
             harness.Worker(harness.jax_python(), _SCRIPT, "jax", setup),
             harness.Worker(harness.torch_python(), _SCRIPT, "torch", setup),
         ]
-        try:
-            rounds = harness.alternate(workers, args.rounds)
-        finally:
-            for worker in workers:
-                worker.close()
+        rounds = harness.alternate(workers, args.rounds)
         jax_rate, torch_rate = (harness.median([r["views_per_s"] for r in side]) for side in rounds)
         record[f"{size}x{size}x{channels}"] = {
             "jax": {**workers[0].info, "views_per_s": round(jax_rate)},

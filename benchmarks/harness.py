@@ -134,14 +134,39 @@ class Worker:
 def alternate(workers: Sequence[Worker], rounds: int, pause_s: float = 0.5) -> list[list[dict]]:
     """Runs ``rounds`` rounds of A, B, A, B ...; returns each worker's list of round results.
 
-    The pause lets one side's threads go idle before the other side's clock starts.
+    The pause lets one side's threads go idle before the other side's clock starts. The workers
+    are closed afterwards, also when a round fails; their ``info`` stays readable.
     """
     results: list[list[dict]] = [[] for _ in workers]
-    for _ in range(rounds):
-        for worker, out in zip(workers, results, strict=True):
-            time.sleep(pause_s)
-            out.append(worker.round())
+    try:
+        for _ in range(rounds):
+            for worker, out in zip(workers, results, strict=True):
+                time.sleep(pause_s)
+                out.append(worker.round())
+    finally:
+        for worker in workers:
+            worker.close()
     return results
+
+
+def jax_step_timer(compiled: Callable, state: Any, batch: Any) -> Callable[[int], float]:
+    """``seconds_per_step(n)``: runs the compiled train step n times from the carried state.
+
+    One untimed step runs first (first-run allocations).
+    """
+    import jax
+
+    holder = {"state": state}
+
+    def seconds_per_step(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            holder["state"], metrics = compiled(holder["state"], batch)
+        jax.block_until_ready((holder["state"], metrics))
+        return (time.perf_counter() - start) / n
+
+    seconds_per_step(1)
+    return seconds_per_step
 
 
 def run_once(python: str, script: str, side: str, args: dict[str, Any], env=None) -> dict:

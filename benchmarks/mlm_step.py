@@ -53,16 +53,7 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     start = time.perf_counter()
     compiled = train.make_train_step(method, tx, mesh).lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-    holder = {"state": state}
-
-    def run_steps(n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            holder["state"], metrics = compiled(holder["state"], batch)
-        jax.block_until_ready((holder["state"], metrics))
-        return (time.perf_counter() - start) / n
-
-    run_steps(1)
+    run_steps = harness.jax_step_timer(compiled, state, batch)
     info = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
             "compile_s": round(compile_s, 1)}  # fmt: skip
     return info, lambda: {"step_s": run_steps(args["steps"])}
@@ -141,11 +132,7 @@ def main() -> None:
         harness.Worker(harness.jax_python(), _SCRIPT, "jax", setup),
         harness.Worker(harness.torch_python(), _SCRIPT, "torch", setup),
     ]
-    try:
-        rounds = harness.alternate(workers, args.rounds)
-    finally:
-        for worker in workers:
-            worker.close()
+    rounds = harness.alternate(workers, args.rounds)
     tokens = args.batch_size * args.seq_len
     record = {"benchmark": "mlm_step", **setup, "rounds": args.rounds}
     seconds = []

@@ -57,16 +57,7 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
-    holder = {"state": state}
-
-    def run_steps(n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            holder["state"], metrics = compiled(holder["state"], batch)
-        jax.block_until_ready((holder["state"], metrics))
-        return (time.perf_counter() - start) / n
-
-    run_steps(1)  # first-run allocations
+    run_steps = harness.jax_step_timer(compiled, state, batch)
     peak = matmul_peak_flops(args["dtype"])
     info = {
         "side": "jax",
@@ -267,11 +258,7 @@ def main() -> None:
     ]
     if not args.no_torch:
         workers.append(harness.Worker(harness.torch_python(), _SCRIPT, "torch", setup))
-    try:
-        rounds = harness.alternate(workers, args.rounds)
-    finally:
-        for worker in workers:
-            worker.close()
+    rounds = harness.alternate(workers, args.rounds)
     record = {"benchmark": "simclr_step", **setup, "views_per_step": 2 * args.batch_size,
               "rounds": args.rounds}  # fmt: skip
     medians = [harness.median([r["step_s"] for r in side]) for side in rounds]
