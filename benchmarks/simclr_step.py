@@ -40,6 +40,7 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     config.model.name = args["model"]
     config.model.stem = args["stem"]
     config.dtype = args["dtype"]
+    config.model.store_conv_inputs = {"auto": None, "on": True, "off": False}[args["store"]]
     size = args["image_size"]
     # One device: the torch side runs on one too.
     mesh = parallel.make_mesh(jax.devices()[:1])
@@ -222,6 +223,12 @@ def main() -> None:
         help="'given': the JAX step gets ready-made views, as torch does; 'augmented': it also "
         "runs ssl_jax's on-device augmentation; 'given|augmented' runs both, A/B",
     )
+    parser.add_argument(
+        "--jax_store_conv_inputs",
+        default="auto",
+        help="config.model.store_conv_inputs of the JAX side: 'auto' (on for the CPU), 'on' or "
+        "'off'; 'on|off' runs both, A/B",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
     parser.add_argument("--no_torch", action="store_true", help="JAX side only")
@@ -236,25 +243,31 @@ def main() -> None:
         for key in ("batch_size", "image_size", "model", "stem", "dtype", "steps")
     }
     variants = [
-        (flags.strip(), views.strip())
+        (flags.strip(), views.strip(), store.strip())
         for flags in args.xla_flags.split("|")
         for views in args.jax_views.split("|")
+        for store in args.jax_store_conv_inputs.split("|")
     ]
-    if any(views not in ("given", "augmented") for _, views in variants):
+    if any(views not in ("given", "augmented") for _, views, _ in variants):
         parser.error(f"--jax_views must be 'given', 'augmented' or both; got {args.jax_views!r}")
+    if any(store not in ("auto", "on", "off") for _, _, store in variants):
+        parser.error(
+            "--jax_store_conv_inputs must be 'auto', 'on', 'off' or a '|' list of them; "
+            f"got {args.jax_store_conv_inputs!r}"
+        )
     names = [
-        f"xla[{flags or 'default'}, views {views}]" if len(variants) > 1 else "xla"
-        for flags, views in variants
+        f"xla[{flags or 'default'}, views {views}, store {store}]" if len(variants) > 1 else "xla"
+        for flags, views, store in variants
     ]
     workers = [
         harness.Worker(
             harness.jax_python(),
             _SCRIPT,
             "jax",
-            {**setup, "views": views},
+            {**setup, "views": views, "store": store},
             env={"XLA_FLAGS": flags},
         )  # fmt: skip
-        for flags, views in variants
+        for flags, views, store in variants
     ]
     if not args.no_torch:
         workers.append(harness.Worker(harness.torch_python(), _SCRIPT, "torch", setup))
@@ -262,7 +275,7 @@ def main() -> None:
     record = {"benchmark": "simclr_step", **setup, "views_per_step": 2 * args.batch_size,
               "rounds": args.rounds}  # fmt: skip
     medians = [harness.median([r["step_s"] for r in side]) for side in rounds]
-    for (flags, views), name, worker, side, step_s in zip(
+    for (flags, views, store), name, worker, side, step_s in zip(
         variants, names, workers, rounds, medians, strict=False
     ):
         info = worker.info
@@ -270,6 +283,7 @@ def main() -> None:
             **info,
             "xla_flags": flags,
             "views": views,
+            "store_conv_inputs": store,
             "step_s_median": round(step_s, 4),
             "step_s_rounds": [round(r["step_s"], 4) for r in side],
             "images_per_s": round(args.batch_size / step_s, 1),
