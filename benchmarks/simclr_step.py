@@ -40,7 +40,7 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     config.model.name = args["model"]
     config.model.stem = args["stem"]
     config.dtype = args["dtype"]
-    config.model.store_conv_inputs = {"auto": None, "on": True, "off": False}[args["store"]]
+    config.model.cpu_conv_rewrites = {"auto": None, "on": True, "off": False}[args["rewrites"]]
     size = args["image_size"]
     # One device: the torch side runs on one too.
     mesh = parallel.make_mesh(jax.devices()[:1])
@@ -224,9 +224,9 @@ def main() -> None:
         "runs ssl_jax's on-device augmentation; 'given|augmented' runs both, A/B",
     )
     parser.add_argument(
-        "--jax_store_conv_inputs",
+        "--jax_cpu_conv_rewrites",
         default="auto",
-        help="config.model.store_conv_inputs of the JAX side: 'auto' (on for the CPU), 'on' or "
+        help="config.model.cpu_conv_rewrites of the JAX side: 'auto' (on for the CPU), 'on' or "
         "'off'; 'on|off' runs both, A/B",
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds")
@@ -243,31 +243,31 @@ def main() -> None:
         for key in ("batch_size", "image_size", "model", "stem", "dtype", "steps")
     }
     variants = [
-        (flags.strip(), views.strip(), store.strip())
+        (flags.strip(), views.strip(), rewrites.strip())
         for flags in args.xla_flags.split("|")
         for views in args.jax_views.split("|")
-        for store in args.jax_store_conv_inputs.split("|")
+        for rewrites in args.jax_cpu_conv_rewrites.split("|")
     ]
     if any(views not in ("given", "augmented") for _, views, _ in variants):
         parser.error(f"--jax_views must be 'given', 'augmented' or both; got {args.jax_views!r}")
-    if any(store not in ("auto", "on", "off") for _, _, store in variants):
+    if any(rewrites not in ("auto", "on", "off") for _, _, rewrites in variants):
         parser.error(
-            "--jax_store_conv_inputs must be 'auto', 'on', 'off' or a '|' list of them; "
-            f"got {args.jax_store_conv_inputs!r}"
+            "--jax_cpu_conv_rewrites must be 'auto', 'on', 'off' or a '|' list of them; "
+            f"got {args.jax_cpu_conv_rewrites!r}"
         )
     names = [
-        f"xla[{flags or 'default'}, views {views}, store {store}]" if len(variants) > 1 else "xla"
-        for flags, views, store in variants
+        f"xla[{flags or 'default'}, views {views}, rewrites {rew}]" if len(variants) > 1 else "xla"
+        for flags, views, rew in variants
     ]
     workers = [
         harness.Worker(
             harness.jax_python(),
             _SCRIPT,
             "jax",
-            {**setup, "views": views, "store": store},
+            {**setup, "views": views, "rewrites": rewrites},
             env={"XLA_FLAGS": flags},
         )  # fmt: skip
-        for flags, views, store in variants
+        for flags, views, rewrites in variants
     ]
     if not args.no_torch:
         workers.append(harness.Worker(harness.torch_python(), _SCRIPT, "torch", setup))
@@ -275,7 +275,7 @@ def main() -> None:
     record = {"benchmark": "simclr_step", **setup, "views_per_step": 2 * args.batch_size,
               "rounds": args.rounds}  # fmt: skip
     medians = [harness.median([r["step_s"] for r in side]) for side in rounds]
-    for (flags, views, store), name, worker, side, step_s in zip(
+    for (flags, views, rewrites), name, worker, side, step_s in zip(
         variants, names, workers, rounds, medians, strict=False
     ):
         info = worker.info
@@ -283,7 +283,7 @@ def main() -> None:
             **info,
             "xla_flags": flags,
             "views": views,
-            "store_conv_inputs": store,
+            "cpu_conv_rewrites": rewrites,
             "step_s_median": round(step_s, 4),
             "step_s_rounds": [round(r["step_s"], 4) for r in side],
             "images_per_s": round(args.batch_size / step_s, 1),

@@ -60,9 +60,9 @@ def base() -> ml_collections.ConfigDict:
             freeze_patch_embed=False,
         )
     )
-    # ResNets: store each convolution's input in training instead of letting XLA recompute it
-    # (models.resnet.stored); None is on for the CPU backend only, where it makes a step 2-27% faster.
-    config.model.store_conv_inputs = ml_collections.FieldReference(None, field_type=bool)
+    # ResNets: convolutions rewritten for XLA:CPU in training (models.conv: stored inputs,
+    # stride-2 gradients without dilation); None is on for the CPU backend only.
+    config.model.cpu_conv_rewrites = ml_collections.FieldReference(None, field_type=bool)
     config.head = ml_collections.ConfigDict(
         dict(hidden_dim=2048, output_dim=128, num_layers=2, use_bn=True)
     )

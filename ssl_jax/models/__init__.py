@@ -36,7 +36,7 @@ def build_encoder(
         width_multiplier=model.get("width_multiplier", 1.0),
         stem=model.get("stem", "imagenet"),
         bn_axis_name=bn_axis_name,
-        store_conv_inputs=model.get("store_conv_inputs", None),
+        cpu_conv_rewrites=model.get("cpu_conv_rewrites", None),
         dtype=dtype,
     )
 

@@ -13,35 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models.conv import conv_module
+
 ModuleDef = Any
 STEMS = ("imagenet", "cifar", "small")
-
-
-def stored(x: jax.Array) -> jax.Array:
-    """``x``, read from memory by every consumer instead of recomputed inside it.
-
-    XLA:CPU computes a convolution's weight gradient on a transposed copy of the
-    convolution's input, and it fuses the elementwise ops that produced that input (BatchNorm,
-    ReLU, the residual adds of every earlier block) into the transpose. The strided loop then
-    recomputes a chain that grows with depth: in a ResNet-18 step these transposes took 4.9 s
-    of 14 s. A conditional is a boundary XLA does not fuse across, so with it each transpose
-    reads the stored activation (1.2 s in all); values and gradients are unchanged.
-
-    The branch not taken, for an ``x`` whose first element is NaN, returns all NaN: under
-    BatchNorm one NaN already spreads to the whole batch, and an identity there would let XLA
-    merge the two branches and drop the boundary.
-    """
-    first = x.reshape(-1)[0]
-    return jax.lax.cond(first == first, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), x)
-
-
-class Conv(nn.Conv):
-    """``nn.Conv`` whose input can be ``stored`` first (same parameters and names)."""
-
-    store_input: bool = False
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        return super().__call__(stored(inputs) if self.store_input else inputs)
 
 
 class BasicBlock(nn.Module):
@@ -101,9 +76,9 @@ class ResNet(nn.Module):
       bn_axis_name: mapped axis over which BatchNorm statistics are averaged (global BN), or None.
       bn_momentum: decay of the running statistics used at evaluation.
       dtype: compute dtype; parameters stay float32.
-      store_conv_inputs: pass every convolution's input through ``stored`` when training, a
-        speed-up only for XLA:CPU (a ResNet-18 SimCLR step of 256 images: 2-27% faster);
-        None turns it on when JAX's default backend is the CPU. GPU and TPU convolutions need no
+      cpu_conv_rewrites: in training, rewrite convolutions as ``models.conv`` describes (stored
+        inputs, stride-2 gradients without dilation), a speed-up only for XLA:CPU; None turns
+        them on when JAX's default backend is the CPU. GPU and TPU convolutions need no
         transposed copy, and XLA:GPU copies a conditional's predicate to the host.
     """
 
@@ -114,19 +89,17 @@ class ResNet(nn.Module):
     bn_axis_name: str | None = None
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
-    store_conv_inputs: bool | None = None
+    cpu_conv_rewrites: bool | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Encodes images [B, H, W, C] into features [B, 8 * width * expansion]."""
         if self.stem not in STEMS:
             raise ValueError(f"ResNet stem must be one of {STEMS}; got {self.stem!r}.")
-        store = self.store_conv_inputs
-        if store is None:
-            store = jax.default_backend() == "cpu"
-        conv = functools.partial(
-            Conv, use_bias=False, dtype=self.dtype, padding="SAME", store_input=store and train
-        )
+        rewrites = self.cpu_conv_rewrites
+        if rewrites is None:
+            rewrites = jax.default_backend() == "cpu"
+        conv = conv_module(rewrites and train, use_bias=False, dtype=self.dtype, padding="SAME")
         norm = functools.partial(
             nn.BatchNorm,
             use_running_average=not train,

@@ -1,12 +1,12 @@
-"""``config.model.store_conv_inputs`` on against off: one process, steps interleaved.
+"""``config.model.cpu_conv_rewrites`` on against off: one process, steps interleaved.
 
-python benchmarks/store_conv_inputs_ab.py [--quick] [--batch_size=256 --rounds=5]
+python benchmarks/cpu_conv_rewrites_ab.py [--quick] [--batch_size=256 --rounds=5]
 Prints one JSON line: each variant's median step time, the ratio, and whether the two first
 steps agree (loss and gradient norm), for ssl_jax's SimCLR ResNet-18 step with ready-made views.
 
 Both compiled steps live in the same process and alternate step by step, so drift of the
 machine's speed (on shared 2-core machines, 10-30% between minutes) hits both alike; the
-separate-process A/B is ``simclr_step.py --jax_store_conv_inputs="on|off"``.
+separate-process A/B is ``simclr_step.py --jax_cpu_conv_rewrites="on|off"``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def main() -> None:
     batch = parallel.to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
     variants = {"off": False, "on": True}
     steps, states, first = {}, {}, {}
-    for name, store in variants.items():
-        config.model.store_conv_inputs = store
+    for name, rewrites in variants.items():
+        config.model.cpu_conv_rewrites = rewrites
         method = simclr.make(config, 32, parallel.DATA_AXIS)
         schedule = optim.make_schedule(1.0, total_steps=10_000, warmup_steps=100)
         tx = optim.make_optimizer("lars", schedule, weight_decay=config.weight_decay)
@@ -65,7 +65,7 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - start)
     medians = {name: harness.median(s) for name, s in seconds.items()}
     record = {
-        "benchmark": "store_conv_inputs_ab",
+        "benchmark": "cpu_conv_rewrites_ab",
         "model": args.model,
         "batch_size": args.batch_size,
         "rounds": args.rounds,
@@ -73,7 +73,7 @@ def main() -> None:
         "first_step": first,
         "same_first_step": first["on"] == first["off"],
         **{
-            f"store_{name}": {
+            f"rewrites_{name}": {
                 "step_s_median": round(m, 4),
                 "step_s_rounds": [round(s, 4) for s in seconds[name]],
             }
