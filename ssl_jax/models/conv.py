@@ -1,4 +1,4 @@
-"""``nn.Conv`` with rewrites that XLA:CPU runs faster; values and gradients stay the same.
+"""``nn.Conv`` with rewrites that XLA:CPU runs faster; values and gradients equal up to rounding.
 
 Two rewrites, both on in ResNets when training on the CPU backend (``ResNet.cpu_conv_rewrites``):
 
@@ -6,7 +6,7 @@ Two rewrites, both on in ResNets when training on the CPU backend (``ResNet.cpu_
   recomputing them;
 - stride-2 convolutions without a dilated input gradient: a 1x1 one reads every second pixel and
   runs at stride 1, and a 3x3 one takes its input gradient in four stride-1 parts, one per parity
-  of the output pixel (``conv3x3_stride2``).
+  of the input pixel (``conv3x3_stride2``).
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ def _conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding) -> j
 def conv3x3_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """3x3, stride-2, SAME convolution of NHWC ``x`` (even H and W) with an HWIO ``kernel``.
 
-    The same values and gradients as ``lax.conv_general_dilated``; only the input gradient is
-    computed differently. XLA computes it as a convolution over the output gradient dilated
-    with zeros, three quarters of whose multiplications are by zero. Here each parity class of
-    input pixels gets its own stride-1 convolution with the 2x2, 2x1, 1x2 or 1x1 taps that reach
-    it: 0.23 s instead of 0.41-0.46 s for 512 32x32x64 inputs and 128 outputs on 2 CPU cores.
+    The same values and gradients as ``lax.conv_general_dilated`` (up to the order of float
+    additions); only the input gradient is computed differently. XLA computes it as a
+    convolution over the output gradient dilated with zeros, three quarters of whose
+    multiplications are by zero. Here each parity class of input pixels gets its own stride-1
+    convolution with the 2x2, 2x1, 1x2 or 1x1 taps that reach it: 0.23 s instead of 0.41-0.46 s
+    for 512 32x32x64 inputs and 128 outputs on 2 CPU cores.
     """
     return _conv(x, kernel, (2, 2), "SAME")
 
