@@ -59,6 +59,25 @@ def test_rewritten_resnet_has_the_same_loss_gradients_and_bn_statistics(variable
     assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads_on))
 
 
+def test_rewrites_remove_every_dilated_input_gradient(variables):
+    def gradient_text(rewrites):
+        model = _model(rewrites)
+
+        def loss(params):
+            (features, _), _ = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                IMAGES,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(features**2)
+
+        return jax.jit(jax.grad(loss)).lower(variables["params"]).compile().as_text()
+
+    # Stages 2-4 start with stride-2 convolutions, whose input gradients XLA dilates.
+    assert gradient_text(False).count("lhs_dilate") > 0
+    assert gradient_text(True).count("lhs_dilate") == 0
+
+
 def test_rewrites_add_conditionals_only_when_training(variables):
     assert "conditional(" in _compiled_text(True, variables, train=True)
     assert "conditional(" not in _compiled_text(False, variables, train=True)
