@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import harness
@@ -31,29 +30,13 @@ def main() -> None:
         args.batch_size, args.rounds = 16, 2
 
     import jax
-    import numpy as np
 
-    sys.path.insert(0, str(harness.REPO))  # configs/ is not an installed package
-    from configs import simclr_cifar10
-    from ssl_jax import optim, parallel, train
-    from ssl_jax.methods import simclr
-
-    simclr_step._skip_augmentation()
-    config = simclr_cifar10.get_config()
-    config.batch_size = args.batch_size
-    config.model.name = args.model
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    images = np.random.default_rng(0).integers(0, 256, (args.batch_size, 32, 32, 3), "uint8")
-    batch = parallel.to_global({"image": images, "label": np.zeros(len(images), np.int32)}, mesh)
-    variants = {"off": False, "on": True}
+    setup = {"batch_size": args.batch_size, "model": args.model, "stem": "cifar",
+             "dtype": "float32", "image_size": 32, "views": "given"}  # fmt: skip
+    variants = ("off", "on")
     steps, states, first = {}, {}, {}
-    for name, rewrites in variants.items():
-        config.model.cpu_conv_rewrites = rewrites
-        method = simclr.make(config, 32, parallel.DATA_AXIS)
-        schedule = optim.make_schedule(1.0, total_steps=10_000, warmup_steps=100)
-        tx = optim.make_optimizer("lars", schedule, weight_decay=config.weight_decay)
-        state = train.create_state(method, tx, 0, {"image": images[:2]}, mesh)
-        steps[name] = train.make_train_step(method, tx, mesh).lower(state, batch).compile()
+    for name in variants:
+        steps[name], state, batch, _ = simclr_step.compiled_jax_step({**setup, "rewrites": name})
         states[name], metrics = steps[name](state, batch)
         first[name] = {k: float(metrics[k]) for k in ("loss", "grad_norm")}
     seconds = {name: [] for name in variants}

@@ -20,9 +20,8 @@ def _simclr_rows(record: dict) -> list[str]:
         used = side.get("effective_xla_flags", side.get("xla_flags"))
         flags = f", XLA_FLAGS={used}" if used else ""
         views = f", views {side['views']}" if side.get("views") else ""
-        for switch in ("cpu_conv_rewrites", "store_conv_inputs"):  # the latter: its old name
-            if side.get(switch):
-                views += f", {switch} {side[switch]}"
+        if side.get("cpu_conv_rewrites"):
+            views += f", cpu_conv_rewrites {side['cpu_conv_rewrites']}"
         peak = side["matmul_peak_flops"] / 1e9
         jax_text = (f"{side['images_per_s']} img/s (MFU {side['mfu']:.0%} of a "
                     f"{peak:.0f} GFLOP/s matmul{views}{flags})")  # fmt: skip

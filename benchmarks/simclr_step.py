@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 import harness
 
@@ -26,7 +27,8 @@ _SCRIPT = os.path.abspath(__file__)
 _MODELS = ("resnet18", "resnet50")
 
 
-def jax_worker(args: dict) -> tuple[dict, callable]:
+def compiled_jax_step(args: dict) -> tuple[Any, Any, Any, float]:
+    """ssl_jax's SimCLR step for the benchmark's ``args``: (compiled, state, batch, compile_s)."""
     import jax
     import numpy as np
 
@@ -55,7 +57,13 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     step = train.make_train_step(method, tx, mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+    return compiled, state, batch, time.perf_counter() - start
+
+
+def jax_worker(args: dict) -> tuple[dict, callable]:
+    import jax
+
+    compiled, state, batch, compile_s = compiled_jax_step(args)
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
     run_steps = harness.jax_step_timer(compiled, state, batch)

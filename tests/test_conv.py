@@ -23,6 +23,7 @@ def variables():
 
 
 def _loss_and_grads(rewrites, variables):
+    """Jitted ``params -> ((loss, batch_stats updates), gradients)`` of a training pass."""
     model = _model(rewrites)
 
     def loss(params):
@@ -33,7 +34,7 @@ def _loss_and_grads(rewrites, variables):
         )
         return jnp.sum(jnp.tanh(features) ** 2), updates
 
-    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))
 
 
 def _compiled_text(rewrites, variables, train):
@@ -49,8 +50,8 @@ def _compiled_text(rewrites, variables, train):
 
 
 def test_rewritten_resnet_has_the_same_loss_gradients_and_bn_statistics(variables):
-    (loss_on, stats_on), grads_on = _loss_and_grads(True, variables)
-    (loss_off, stats_off), grads_off = _loss_and_grads(False, variables)
+    (loss_on, stats_on), grads_on = _loss_and_grads(True, variables)(variables["params"])
+    (loss_off, stats_off), grads_off = _loss_and_grads(False, variables)(variables["params"])
     np.testing.assert_allclose(loss_on, loss_off, rtol=1e-6)
     for on, off in zip(jax.tree.leaves(grads_on), jax.tree.leaves(grads_off), strict=True):
         np.testing.assert_allclose(on, off, rtol=1e-4, atol=1e-6)
@@ -61,17 +62,8 @@ def test_rewritten_resnet_has_the_same_loss_gradients_and_bn_statistics(variable
 
 def test_rewrites_remove_every_dilated_input_gradient(variables):
     def gradient_text(rewrites):
-        model = _model(rewrites)
-
-        def loss(params):
-            (features, _), _ = model.apply(
-                {"params": params, "batch_stats": variables["batch_stats"]},
-                IMAGES,
-                mutable=["batch_stats"],
-            )
-            return jnp.sum(features**2)
-
-        return jax.jit(jax.grad(loss)).lower(variables["params"]).compile().as_text()
+        step = _loss_and_grads(rewrites, variables)
+        return step.lower(variables["params"]).compile().as_text()
 
     # Stages 2-4 start with stride-2 convolutions, whose input gradients XLA dilates.
     assert gradient_text(False).count("lhs_dilate") > 0
