@@ -20,9 +20,9 @@ __all__ = [
     "AUTO_CHUNK_MIN_LOGITS",
     "AUTO_CHUNK_SIZE",
     "auto_chunk_size",
-    "global_mean",
     "info_nce",
     "l2_normalize",
+    "mean_over_devices",
     "mlm_loss",
     "nt_xent",
 ]
@@ -35,20 +35,18 @@ def l2_normalize(x: ArrayLike, axis: int = -1, eps: float = 1e-12) -> jax.Array:
     return x * lax.rsqrt(jnp.maximum(squared_norm, eps * eps))
 
 
-def global_mean(local_mean: ArrayLike, axis_name: Hashable | None) -> jax.Array:
-    """The mean over devices of equally sized per-device means, with a collective-free gradient.
+def mean_over_devices(local_mean: ArrayLike, axis_name: Hashable | None) -> jax.Array:
+    """The mean over devices of equally sized per-device means: ``pmean``, or the value itself.
 
-    The value is ``pmean(local_mean)`` on every device. The gradient is that of
-    ``local_mean / axis_size``: this device's share of the global objective, so summing
-    parameter gradients over devices (``psum``) yields the global gradient. Keeping collectives
-    off the gradient path makes the result the same under shard_map and pmap, whose transposes of
-    ``psum`` differ.
+    Its gradient is the gradient of its value. Under ``jax.shard_map`` with replication checking
+    (``check_vma=True``, the default) the result is typed replicated, so ``jax.grad`` taken inside
+    or outside the shard_map gives the one-device gradient of the global objective, and JAX sums
+    the gradients of replicated parameters itself. Under ``jax.pmap``, whose ``psum`` transposes
+    to ``psum``, each device's gradient of a replicated parameter is ``axis_size`` times its
+    share, so the mean of those gradients over devices is the global gradient.
     """
     local_mean = jnp.asarray(local_mean)
-    if axis_name is None:
-        return local_mean
-    share = local_mean / lax.axis_size(axis_name)
-    return share + lax.stop_gradient(lax.psum(share, axis_name) - share)
+    return local_mean if axis_name is None else lax.pmean(local_mean, axis_name)
 
 
 def nt_xent(
@@ -70,8 +68,9 @@ def nt_xent(
       temperature: softmax temperature, > 0.
       axis_name: mapped axis (shard_map / pmap) over which the batch is split. The embeddings of
         all devices are gathered, each device scores its own 2n anchors against the 2N global
-        candidates, and the per-device means are averaged, so the result (and its gradient,
-        through the gather's transpose) equals the one-device loss on the global batch.
+        candidates, and the per-device means are averaged (``mean_over_devices``), so the
+        result and its gradient, through the gather's transpose, equal the one-device loss on
+        the global batch.
       chunk_size: None for the plain computation, which holds the whole [2n, 2N] similarity
         matrix; or the number of anchors scored per block. Blocks of [chunk_size, 2N]
         similarities are computed one after another in the forward pass and again in the
@@ -129,14 +128,14 @@ def nt_xent(
         loss = blockwise.nt_xent_mean(
             local, candidates, own_index, positive_index, temperature, chunk_size
         )
-        return global_mean(loss, axis_name)
+        return mean_over_devices(loss, axis_name)
 
     logits = local @ candidates.T / temperature  # [2n, 2N]
     columns = jnp.arange(2 * global_n)
     logits = jnp.where(columns[None, :] == own_index[:, None], blockwise.MASK_VALUE, logits)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     loss = -jnp.mean(jnp.take_along_axis(log_probs, positive_index[:, None], axis=1))
-    return global_mean(loss, axis_name)
+    return mean_over_devices(loss, axis_name)
 
 
 def info_nce(
@@ -159,8 +158,8 @@ def info_nce(
         ``k`` as into ``q``: MoCo passes keys from its momentum encoder under stop_gradient.
       queue: optional [K, d] negatives (normalised here).
       temperature: softmax temperature, > 0.
-      axis_name: mapped axis over which the batch is split; the value is the mean over the
-        global batch and the gradient this device's share of it (see ``global_mean``).
+      axis_name: mapped axis over which the batch is split; the value and its gradient are
+        those of the mean over the global batch (see ``mean_over_devices``).
 
     Returns:
       A float32 scalar, the same on every device.
@@ -207,7 +206,7 @@ def info_nce(
         targets = offset + jnp.arange(n)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     loss = -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=1))
-    return global_mean(loss, axis_name)
+    return mean_over_devices(loss, axis_name)
 
 
 def mlm_loss(
@@ -220,8 +219,8 @@ def mlm_loss(
     """Masked-language-model cross entropy and accuracy, weighted by the prediction weights.
 
     Both are weighted means over every prediction slot: with ``axis_name`` over the slots of all
-    devices (the denominator is the global weight sum), so the value equals the one-device loss
-    on the global batch and the gradient is this device's share of it (see ``global_mean``).
+    devices (numerator and denominator are summed over devices), so the value and its gradient
+    equal the one-device loss on the global batch (see ``mean_over_devices`` for the drivers).
 
     Args:
       logits: [..., P, V] scores at the prediction slots (computed in float32 here).
@@ -258,14 +257,9 @@ def mlm_loss(
     nll = -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     weights = lax.stop_gradient(weights)
-    total = jnp.sum(weights)
+    sums = (jnp.sum(weights * nll), jnp.sum(weights * correct), jnp.sum(weights))
     if axis_name is not None:
-        total = lax.psum(total, axis_name)
+        sums = lax.psum(sums, axis_name)
+    loss_sum, correct_sum, total = sums
     denominator = jnp.maximum(total, 1e-8)
-    # This device's share of the global weighted mean; the psum below only fixes the value.
-    loss_share = jnp.sum(weights * nll) / denominator
-    accuracy_share = jnp.sum(weights * correct) / denominator
-    if axis_name is None:
-        return loss_share, accuracy_share
-    loss = loss_share + lax.stop_gradient(lax.psum(loss_share, axis_name) - loss_share)
-    return loss, lax.psum(accuracy_share, axis_name)
+    return loss_sum / denominator, correct_sum / denominator

@@ -52,7 +52,8 @@ def _mask_one(
         fits = (word_len > 0) & (total + word_len <= budget)
         return total + jnp.where(fits, word_len, 0), fits
 
-    _, fits = jax.lax.scan(take, jnp.zeros((), jnp.int32), word_length[order])
+    # The running total is typed like the data (varying over devices inside a shard_map).
+    _, fits = jax.lax.scan(take, jnp.zeros_like(word_length[0]), word_length[order])
     chosen_word = jnp.zeros(length, bool).at[order].set(fits)
     chosen = chosen_word[word] & candidate
     # Chosen positions first, in ascending order; at most max_predictions of them.

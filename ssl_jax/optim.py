@@ -111,9 +111,4 @@ def from_config(config: Any, total_steps: int, warmup_steps: int):
     tx = make_optimizer(
         config.optimizer, schedule, weight_decay=config.weight_decay, momentum=config.momentum
     )
-    skips = config.get("skip_nonfinite_steps", 0)
-    if skips:
-        # Counts non-finite gradients in the optimiser state (so a resumed run keeps the count)
-        # and leaves the inner state untouched on those steps; the train step keeps the rest.
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=skips)
     return schedule, tx

@@ -240,14 +240,25 @@ def shard(
 ) -> Callable[..., Any]:
     """``jax.jit(jax.shard_map(step_body))``: the per-device body on every device of ``mesh``.
 
-    Replication checking is off so the body sees the same collective semantics as under pmap
-    (gradients of replicated inputs are per-device and summed explicitly by the body); the
-    tests hold both drivers to the one-device numbers.
+    Replication checking stays on (``check_vma=True``, shard_map's default): values are typed
+    as varying over ``DATA_AXIS`` or replicated, and JAX differentiates collectives by those
+    types, summing the gradients of replicated inputs itself. A body that takes
+    ``jax.grad`` of a global loss (``losses`` are all-reduced) with respect to replicated
+    parameters gets the one-device gradient of the global batch, with no reduction of its own.
     """
-    mapped = jax.shard_map(
-        step_body, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
-    )
+    mapped = jax.shard_map(step_body, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
     return jax.jit(mapped, donate_argnums=tuple(donate_argnums))
+
+
+def pmap_replicated_grads(grads: Any, axis_name: str = DATA_AXIS) -> Any:
+    """The global gradient of replicated parameters under ``jax.pmap``: the mean over devices.
+
+    pmap has no replication types, and its ``psum`` transposes to ``psum``: each device's
+    gradient of a loss whose value is the same on every device (an all-reduced global mean) is
+    ``axis_size`` times its own contribution to the global gradient, so the mean over devices
+    is that gradient. The shard_map driver needs nothing of the kind (see ``shard``).
+    """
+    return jax.lax.pmean(grads, axis_name)
 
 
 def pmap(

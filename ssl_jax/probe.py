@@ -7,7 +7,7 @@ price of one small matmul; the encoder never receives its gradient.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -52,6 +52,8 @@ class OnlineProbe:
         features: jax.Array,
         labels: jax.Array,
         axis_name: Hashable | None = None,
+        *,
+        reduce_grads: Callable[[Any], Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
         """One optimiser step on this batch; returns the new state and batch metrics.
 
@@ -59,7 +61,10 @@ class OnlineProbe:
           state: from ``init``.
           features: [b, F] this device's features; gradients never flow back into them.
           labels: int [b], negative for unlabelled examples.
-          axis_name: mapped axis the batch is split over; the loss and accuracy are global means.
+          axis_name: mapped axis the batch is split over; the loss and accuracy are global means,
+            and so is the gradient under shard_map (JAX sums it over devices).
+          reduce_grads: what the driver needs on top of that, as in ``train.train_step``
+            (``parallel.pmap_replicated_grads`` under pmap).
 
         Returns:
           (state, {"probe_loss", "probe_top1"}), the metrics computed before the update.
@@ -67,21 +72,21 @@ class OnlineProbe:
         features = lax.stop_gradient(jnp.asarray(features, jnp.float32))
         labels = jnp.asarray(labels)
         valid = (labels >= 0).astype(jnp.float32)
-        count = jnp.sum(valid)
-        if axis_name is not None:
-            count = lax.psum(count, axis_name)
-        count = jnp.maximum(count, 1.0)
+
+        def global_sum(x):
+            return x if axis_name is None else lax.psum(x, axis_name)
+
+        count = jnp.maximum(global_sum(jnp.sum(valid)), 1.0)
 
         def loss_fn(params):
             logits = features @ params["kernel"] + params["bias"]
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
-            # This device's share of the global mean: summed over devices it is the global loss.
-            return jnp.sum(losses * valid) / count, logits
+            return global_sum(jnp.sum(losses * valid)) / count, logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        correct = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / count
-        if axis_name is not None:
-            loss, correct, grads = lax.psum((loss, correct, grads), axis_name)
+        if reduce_grads is not None:
+            grads = reduce_grads(grads)
+        correct = global_sum(jnp.sum((jnp.argmax(logits, -1) == labels) * valid)) / count
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state}, {

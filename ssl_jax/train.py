@@ -6,6 +6,7 @@ Methods plug in through ``ssl_jax.methods.METHODS``; nothing here knows which on
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -34,7 +35,11 @@ class ConfigError(ValueError):
 
 
 def validate_config(config: ml_collections.ConfigDict, device_count: int) -> None:
-    """Checks everything that would otherwise fail after compiling, before anything is written."""
+    """Checks everything that would otherwise fail after compiling, before anything is written.
+
+    ``device_count`` is the size of the mesh the batch is split over (``mesh.size``): per-device
+    facts are checked against ``batch_size // device_count``.
+    """
     if config.method not in METHODS:
         raise ConfigError(f"unknown method {config.method!r}: use one of {sorted(METHODS)}.")
     models = {**ENCODERS, **BERTS}
@@ -53,7 +58,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
             f"parallelism={config.parallelism!r}: use 'shard_map' (default) or 'pmap'."
         )
     try:
-        METHODS[config.method].validate(config, config.batch_size)
+        METHODS[config.method].validate(config, config.batch_size, device_count)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     missing = sources.problem(config)
@@ -70,43 +75,70 @@ def train_step(
     axis_name: str | None = parallel.DATA_AXIS,
     probe: probe_lib.OnlineProbe | None = None,
     skip_nonfinite: int = 0,
+    reduce_grads: Callable[[Any], Any] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step, written per device (collectives over ``axis_name``).
 
     Randomness is ``fold_in(state.rng, state.step)``: a function of the seed and step only.
+    The method's loss is the global one, so under shard_map its gradient with respect to the
+    replicated parameters is already the global gradient; ``reduce_grads`` is what another
+    driver needs on top (``parallel.pmap_replicated_grads`` under pmap), applied to the
+    method's and the probe's gradients.
     With a ``probe``, the features the method's loss hands over train it in the same step, by a
     gradient of its own: the encoder's gradient is the same with or without it.
-    With ``skip_nonfinite`` = k > 0 (``tx`` wrapped in ``optax.apply_if_finite(tx, k)``), a step
-    whose gradient is not finite changes nothing but the step count and the optimiser's counters,
-    up to k in a row; metrics then carry ``step_skipped`` and ``skipped_steps`` (the total).
+    With ``skip_nonfinite`` = k > 0, ``tx`` runs inside ``optax.apply_if_finite(tx, k)`` (the
+    state must come from ``create_state(..., skip_nonfinite=k)``): a step whose gradient is not
+    finite changes nothing but the step count and the optimiser's counters, up to k in a row;
+    metrics then carry ``step_skipped`` and ``skipped_steps`` (the total).
     """
+    if skip_nonfinite:
+        tx = guarded_optimizer(tx, skip_nonfinite)
+        if not isinstance(state.opt_state, optax.ApplyIfFiniteState):
+            raise ValueError(
+                f"train_step(skip_nonfinite={skip_nonfinite}) needs the optimiser state of "
+                f"create_state(..., skip_nonfinite={skip_nonfinite}); got "
+                f"{type(state.opt_state).__name__}."
+            )
     old_state = state
     rng = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     (_, (mutated, metrics)), grads = grad_fn(state.params, state, batch, rng, axis_name)
     mutated = dict(mutated)
     features = mutated.pop(probe_lib.PROBE_FEATURES, None)
+    if reduce_grads is not None:
+        grads = reduce_grads(grads)
     if axis_name is not None:
-        # Each device's gradient is its share of the global gradient (see methods.base).
-        grads = lax.psum(grads, axis_name)
+        # Losses are global already; a method's per-device diagnostics become global too.
         metrics = lax.pmean(metrics, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
     if probe is not None and features is not None:
-        probe_state, probe_metrics = probe.update(state.probe, features, batch["label"], axis_name)
+        probe_state, probe_metrics = probe.update(
+            state.probe, features, batch["label"], axis_name, reduce_grads=reduce_grads
+        )
         mutated["probe"] = probe_state
         metrics.update(probe_metrics)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, **mutated)
     state = method.after_update(state)
     if skip_nonfinite:
-        guard = opt_state  # the outermost transformation is apply_if_finite (optim.from_config)
-        skipped = ~guard.last_finite & (guard.notfinite_count <= skip_nonfinite)
+        skipped = ~opt_state.last_finite & (opt_state.notfinite_count <= skip_nonfinite)
         kept = old_state.replace(step=state.step, opt_state=state.opt_state)
         state = jax.tree.map(lambda old, new: jnp.where(skipped, old, new), kept, state)
         metrics["step_skipped"] = skipped.astype(jnp.float32)
-        metrics["skipped_steps"] = guard.total_notfinite.astype(jnp.float32)
+        metrics["skipped_steps"] = opt_state.total_notfinite.astype(jnp.float32)
     return state, metrics
+
+
+def guarded_optimizer(
+    tx: optax.GradientTransformation, skip_nonfinite: int
+) -> optax.GradientTransformation:
+    """``tx`` behind ``optax.apply_if_finite``, which counts non-finite gradients in its state.
+
+    The count lives in the optimiser state, so a resumed run keeps it; on such a step the inner
+    state is left untouched and ``train_step`` keeps the rest of the old state.
+    """
+    return optax.apply_if_finite(tx, max_consecutive_errors=skip_nonfinite)
 
 
 def make_train_step(
@@ -122,13 +154,13 @@ def make_train_step(
     ``parallelism`` picks the driver of the one per-device body: ``"shard_map"`` (jit +
     shard_map) or ``"pmap"``; both take and return the same global arrays. ``probe`` (the same
     one given to ``create_state``) adds the online linear probe; ``skip_nonfinite`` see
-    ``train_step``.
+    ``train_step`` (give ``create_state`` the same k).
 
     A method is a bundle of pure functions; here a toy one, ``mean((x @ w)^2)``:
 
     >>> from ssl_jax import losses
     >>> def loss(params, state, batch, rng, axis_name):
-    ...     value = losses.global_mean(jnp.mean((batch["x"] @ params["w"]) ** 2), axis_name)
+    ...     value = losses.mean_over_devices(jnp.mean((batch["x"] @ params["w"]) ** 2), axis_name)
     ...     return value, ({}, {"loss": value})
     >>> toy = Method("toy", init=lambda rng, batch: {"params": {"w": jnp.ones(3)}},
     ...              loss=loss, encode=None)
@@ -140,14 +172,15 @@ def make_train_step(
     >>> float(metrics["loss"]), int(state.step), [round(float(w), 4) for w in state.params["w"]]
     (9.0, 1, [0.4, 0.4, 0.4])
     """
+    if parallelism not in ("shard_map", "pmap"):
+        raise ValueError(f"parallelism must be 'shard_map' or 'pmap'; got {parallelism!r}.")
     body = functools.partial(
         train_step, method=method, tx=tx, axis_name=parallel.DATA_AXIS, probe=probe,
         skip_nonfinite=skip_nonfinite,
+        reduce_grads=parallel.pmap_replicated_grads if parallelism == "pmap" else None,
     )  # fmt: skip
     if parallelism == "pmap":
         return parallel.pmap(body, mesh, donate_argnums=(0,))
-    if parallelism != "shard_map":
-        raise ValueError(f"parallelism must be 'shard_map' or 'pmap'; got {parallelism!r}.")
     return parallel.shard(
         body, mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=(P(), P()), donate_argnums=(0,)
     )
@@ -160,8 +193,15 @@ def create_state(
     sample_batch: dict[str, np.ndarray],
     mesh,
     probe: probe_lib.OnlineProbe | None = None,
+    skip_nonfinite: int = 0,
 ) -> TrainState:
-    """The initial state, created replicated on ``mesh`` by one jitted init."""
+    """The initial state, created replicated on ``mesh`` by one jitted init.
+
+    ``skip_nonfinite`` = k > 0 initialises the optimiser state of ``guarded_optimizer(tx, k)``,
+    the one ``make_train_step(..., skip_nonfinite=k)`` updates.
+    """
+    if skip_nonfinite:
+        tx = guarded_optimizer(tx, skip_nonfinite)
 
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
@@ -214,7 +254,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         total_steps, config.batch_size,
     )  # fmt: skip
 
-    state = create_state(method, tx, config.seed, source.sample_batch, mesh, probe)
+    skip_nonfinite = config.get("skip_nonfinite_steps", 0)
+    state = create_state(
+        method, tx, config.seed, source.sample_batch, mesh, probe, skip_nonfinite=skip_nonfinite
+    )
     checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
     if restored is not None:
@@ -243,7 +286,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             mesh,
             config.get("parallelism", "shard_map"),
             probe,
-            skip_nonfinite=config.get("skip_nonfinite_steps", 0),
+            skip_nonfinite=skip_nonfinite,
         ),  # fmt: skip
         batches=source.batches(start_step),
         checkpoints=checkpoints,

@@ -121,9 +121,8 @@ def test_grad_cache_compiled_temp_memory_is_smaller():
 def simclr_loss_and_grads(method, params, batch_stats, batch, rng, axis_name):
     state = types.SimpleNamespace(batch_stats=batch_stats)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+    # Under shard_map the loss is global and JAX sums the replicated parameters' gradients.
     (loss, (mutated, _)), grads = grad_fn(params, state, batch, rng, axis_name)
-    if axis_name is not None:
-        grads = lax.psum(grads, axis_name)
     return loss, grads, mutated["batch_stats"]
 
 
@@ -161,7 +160,10 @@ def test_sharded_simclr_grad_cache_equals_one_device_per_chunk_reference():
 
         projections, stats = jax.vmap(apply_group)(groups)
         projections = projections.reshape(128, -1)
-        loss = losses.nt_xent(projections[:64], projections[64:], temperature=config.temperature)
+        # SimCLR's reference reduction: loss_a + loss_b, twice the mean over the 2N anchors.
+        loss = 2 * losses.nt_xent(
+            projections[:64], projections[64:], temperature=config.temperature
+        )
         return loss, jax.tree.map(lambda x: x.mean(0), stats)
 
     (want_loss, want_stats), want_grads = jax.jit(jax.value_and_grad(reference, has_aux=True))(

@@ -129,7 +129,7 @@ def test_mlm_loss_matches_numpy_and_global_batch():
     sharded = jax.jit(
         jax.shard_map(
             lambda *a: losses.mlm_loss(*a, axis_name=parallel.DATA_AXIS), mesh=mesh,
-            in_specs=P(parallel.DATA_AXIS), out_specs=P(), check_vma=False,
+            in_specs=P(parallel.DATA_AXIS), out_specs=P(),
         )
     )(logits, labels, weights)  # fmt: skip
     np.testing.assert_allclose(sharded, want, rtol=1e-5)

@@ -94,7 +94,9 @@ def test_queue_holds_gathered_keys_in_global_order_and_wraps():
     mesh = parallel.make_mesh()
 
     def body(queue, pointer, keys):
-        return moco.enqueue(queue, pointer, jax.lax.all_gather(keys, "data", tiled=True))
+        return moco.enqueue(
+            queue, pointer, jax.lax.all_gather(keys, "data", tiled=True, to="invarying")
+        )
 
     step = parallel.shard(body, mesh, in_specs=(P(), P(), P("data")), out_specs=(P(), P()))
     queue, pointer = jnp.full((32, 3), -1.0), jnp.zeros((), jnp.int32)

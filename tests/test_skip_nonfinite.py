@@ -3,15 +3,17 @@
 More of them in a row than allowed let the NaN through, so the trainer's finite check stops the run.
 """
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
-from ssl_jax import loop, optim, train
+from ssl_jax import loop, optim, parallel, train
 from ssl_jax.methods.base import Method
 from ssl_jax.state import TrainState
 
@@ -29,9 +31,10 @@ def make_tx(skips):
     config = ml_collections.ConfigDict(
         dict(
             learning_rate=0.1, batch_size=256, lr_scaling="none", schedule="cosine",
-            optimizer="adamw", weight_decay=0.0, momentum=0.9, skip_nonfinite_steps=skips,
+            optimizer="adamw", weight_decay=0.0, momentum=0.9,
         )
     )  # fmt: skip
+    del skips  # the train step wraps the optimiser itself
     return optim.from_config(config, total_steps=10, warmup_steps=0)[1]
 
 
@@ -48,7 +51,8 @@ def run(tx, skips, data):
     params = {"w": jnp.zeros(3)}
     state = TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-        opt_state=tx.init(params), rng=jax.random.PRNGKey(0),
+        opt_state=(train.guarded_optimizer(tx, skips) if skips else tx).init(params),
+        rng=jax.random.PRNGKey(0),
     )  # fmt: skip
     step = jax.jit(
         functools.partial(
@@ -85,3 +89,35 @@ def test_more_bad_steps_in_a_row_than_allowed_stop_being_skipped():
     assert not np.isfinite(np.asarray(state.params["w"])).all()
     with pytest.raises(FloatingPointError):
         loop.check_finite(history[2], step=3)
+
+
+def test_any_optimiser_a_notebook_passes_is_guarded_on_the_mesh():
+    # A chain whose outermost transformation is not apply_if_finite: the step wraps it itself.
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1))
+    method = dataclasses.replace(METHOD, init=lambda rng, batch: {"params": {"w": jnp.zeros(3)}})
+    mesh = parallel.make_mesh()
+    data = list(batches(nan_at=(1,)))
+    state = train.create_state(method, tx, 0, data[0], mesh, skip_nonfinite=2)
+    step = train.make_train_step(method, tx, mesh, skip_nonfinite=2)
+    skipped = []
+    for batch in data[:3]:
+        before = np.asarray(state.params["w"])
+        state, metrics = step(state, parallel.to_global(batch, mesh))
+        skipped.append(float(metrics["step_skipped"]))
+        if skipped[-1]:
+            np.testing.assert_array_equal(state.params["w"], before)
+    assert skipped == [0.0, 1.0, 0.0]
+    assert np.isfinite(np.asarray(state.params["w"])).all()
+    assert int(state.step) == 3
+
+
+def test_state_without_the_guard_is_refused_in_one_line():
+    tx = optax.sgd(0.1)
+    params = {"w": jnp.zeros(3)}
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(0),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"create_state\(\.\.\., skip_nonfinite=2\)"):
+        train.train_step(state, next(batches()), method=METHOD, tx=tx, axis_name=None,
+                         skip_nonfinite=2)  # fmt: skip

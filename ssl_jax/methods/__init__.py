@@ -1,7 +1,8 @@
 """Self-supervised methods. ``METHODS`` is the one table a config's ``method`` names.
 
 Each entry is a module with ``make(config, image_size, bn_axis_name, *, total_steps)`` returning a
-``Method`` and ``validate(config, global_batch_size)`` raising ValueError on unusable settings.
+``Method`` and ``validate(config, global_batch_size, device_count)`` raising ValueError on unusable
+settings, per-device facts checked against each device's share of the batch.
 """
 
 from ssl_jax.methods import mlm, moco, simclr

@@ -100,8 +100,8 @@ def _loss(params, state, batch, rng, axis_name: Hashable | None, *, model, mask_
         nsp_labels = batch["next_sentence_labels"]
         nsp = -jnp.mean(jnp.take_along_axis(log_probs, nsp_labels[:, None], axis=1))
         nsp_accuracy = jnp.mean(jnp.argmax(nsp_logits, -1) == nsp_labels)
-        loss = mlm + losses.global_mean(nsp, axis_name)
-        metrics.update(loss=loss, nsp_accuracy=losses.global_mean(nsp_accuracy, axis_name))
+        loss = mlm + losses.mean_over_devices(nsp, axis_name)
+        metrics.update(loss=loss, nsp_accuracy=losses.mean_over_devices(nsp_accuracy, axis_name))
     return loss, ({}, metrics)
 
 
@@ -143,9 +143,11 @@ def _encode(variables, token_ids, *, model: Bert):
     return jnp.sum(hidden.astype(jnp.float32) * valid, 1) / jnp.maximum(valid.sum(1), 1.0)
 
 
-def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
+def validate(
+    config: ml_collections.ConfigDict, global_batch_size: int, device_count: int = 1
+) -> None:
     """Raises ValueError, naming the field to change, for settings MLM cannot train with."""
-    del global_batch_size
+    del global_batch_size, device_count
     if config.model.name not in BERTS:
         raise ValueError(f"model.name={config.model.name!r}: use one of {sorted(BERTS)}.")
     if not 0 < config.mlm.mask_rate < 1:

@@ -72,7 +72,8 @@ def _apply_in_groups(model, variables, images, num_groups: int, **kwargs):
 
 
 def _gather(x: jax.Array, axis_name: Hashable | None) -> jax.Array:
-    return x if axis_name is None else lax.all_gather(x, axis_name, tiled=True)
+    """The global batch's rows of ``x`` on every device, typed replicated (for the state)."""
+    return x if axis_name is None else lax.all_gather(x, axis_name, tiled=True, to="invarying")
 
 
 def _local_rows(x: jax.Array, n: int, axis_name: Hashable | None) -> jax.Array:
@@ -108,17 +109,20 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
     )
     extra = state.extra
     groups = max(1, n // moco.bn_group_size) if moco.bn == "shuffle" else 1
-    query_vars = {"params": params, "batch_stats": state.batch_stats}
-    key_vars = {"params": extra["key_params"], "batch_stats": extra["key_batch_stats"]}
 
-    def queries(views):
+    def queries(views, batch_stats):
+        query_vars = {"params": params, "batch_stats": batch_stats}
         return _apply_in_groups(query_model, query_vars, views, groups)
 
-    def key_fn(views, num_groups):
-        outputs, stats = _apply_in_groups(key_model, key_vars, views, num_groups, predict=False)
-        return jax.tree.map(lax.stop_gradient, outputs), stats
+    def keys(views, batch_stats, salt):
+        key_vars = {"params": extra["key_params"], "batch_stats": batch_stats}
 
-    def keys(views, salt):
+        def key_fn(views, num_groups):
+            outputs, stats = _apply_in_groups(
+                key_model, key_vars, views, num_groups, predict=False
+            )
+            return jax.tree.map(lax.stop_gradient, outputs), stats
+
         if moco.bn == "shuffle":
             return shuffled_keys(
                 key_fn, views, jax.random.fold_in(shuffle_rng, salt), groups, axis_name
@@ -128,22 +132,36 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
 
     temperature = config.temperature
     if moco.version == 2:
-        (features, q), batch_stats = queries(view1)
-        k, key_batch_stats = keys(view2, 0)
+        (features, q), batch_stats = queries(view1, state.batch_stats)
+        k, key_batch_stats = keys(view2, extra["key_batch_stats"], 0)
         loss = losses.info_nce(q, k, extra["queue"], temperature=temperature, axis_name=axis_name)
         queue, pointer = enqueue(extra["queue"], extra["queue_ptr"], _gather(k, axis_name))
         extra = dict(extra, queue=queue, queue_ptr=pointer)
     else:
-        (features, q), batch_stats = queries(jnp.concatenate([view1, view2]))
-        features = features[:n]
-        k, key_batch_stats = keys(jnp.concatenate([view2, view1]), 0)
+        if moco.get("joint_view_bn", False):
+            # Both views in one BatchNorm batch (one forward pass per encoder).
+            (features, q), batch_stats = queries(
+                jnp.concatenate([view1, view2]), state.batch_stats
+            )
+            features = features[:n]
+            k, key_batch_stats = keys(
+                jnp.concatenate([view2, view1]), extra["key_batch_stats"], 0
+            )
+            q1, q2, k2, k1 = q[:n], q[n:], k[:n], k[n:]
+        else:
+            # moco-v3 runs each view through its encoders on its own, so each view is
+            # normalised with its own statistics; the running averages take both updates in turn.
+            (features, q1), batch_stats = queries(view1, state.batch_stats)
+            (_, q2), batch_stats = queries(view2, batch_stats)
+            k1, key_batch_stats = keys(view1, extra["key_batch_stats"], 0)
+            k2, key_batch_stats = keys(view2, key_batch_stats, 1)
         # The v3 paper scales each direction by 2 tau so the loss is insensitive to tau.
         loss = (
             2
             * temperature
             * (
-                losses.info_nce(q[:n], k[:n], temperature=temperature, axis_name=axis_name)
-                + losses.info_nce(q[n:], k[n:], temperature=temperature, axis_name=axis_name)
+                losses.info_nce(q1, k2, temperature=temperature, axis_name=axis_name)
+                + losses.info_nce(q2, k1, temperature=temperature, axis_name=axis_name)
             )
         )
     if axis_name is not None and moco.bn == "shuffle":
@@ -184,9 +202,25 @@ def _encode(variables, images, *, model):
     return features
 
 
-def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
-    """Raises ValueError, naming the field to change, for settings MoCo cannot train with."""
+def validate(
+    config: ml_collections.ConfigDict, global_batch_size: int, device_count: int = 1
+) -> None:
+    """Raises ValueError, naming the field to change, for settings MoCo cannot train with.
+
+    ``global_batch_size`` is split over ``device_count`` devices; shuffle BN's ghost groups are
+    checked against each device's share.
+    """
     moco = config.moco
+    per_device = global_batch_size // max(device_count, 1)
+    if moco.bn == "shuffle" and (
+        moco.bn_group_size < 1
+        or (moco.bn_group_size < per_device and per_device % moco.bn_group_size)
+    ):
+        raise ValueError(
+            f"moco.bn_group_size={moco.bn_group_size} must divide the per-device batch of "
+            f"{per_device} (batch_size={global_batch_size} over {device_count} devices), or "
+            "be at least that batch (one group per device)."
+        )
     if moco.version not in (2, 3):
         raise ValueError(f"moco.version={moco.version} must be 2 or 3.")
     if moco.bn not in ("shuffle", "sync"):
@@ -213,7 +247,8 @@ def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int 
         if with_predictor:
             predictor = ProjectionHead(
                 hidden_dim=config.predictor.hidden_dim, output_dim=head.output_dim,
-                num_layers=config.predictor.num_layers, bn_axis_name=axis, dtype=dtype,
+                num_layers=config.predictor.num_layers,
+                last_bn=config.predictor.get("last_bn", True), bn_axis_name=axis, dtype=dtype,
             )  # fmt: skip
         return MoCoModel(
             encoder=build_encoder(config.model, axis, dtype),
@@ -222,6 +257,7 @@ def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int 
                 output_dim=head.output_dim,
                 num_layers=head.num_layers,
                 use_bn=head.get("use_bn", True),
+                last_bn_scale=head.get("last_bn_scale", False),
                 bn_axis_name=axis,
                 dtype=dtype,
             ),  # fmt: skip

@@ -41,10 +41,19 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> 
         hidden_dim=config.head.hidden_dim,
         output_dim=config.head.output_dim,
         num_layers=config.head.num_layers,
+        use_bn=config.head.use_bn,
+        last_bn_scale=config.head.get("last_bn_scale", True),
         bn_axis_name=bn_axis_name,
         dtype=dtype,
     )
     return SimCLRModel(encoder=encoder, head=head)
+
+
+# How NT-Xent's per-anchor terms add up. SimCLR's reference code takes loss_a + loss_b, the mean
+# over the N first-view anchors plus the mean over the N second-view ones: twice the mean over
+# all 2N anchors. Under LARS the factor matters where the trust ratio does not rescale the
+# update (BN and bias parameters) and against weight decay.
+REDUCTIONS = {"sum_over_views": 2.0, "mean": 1.0}
 
 
 def augment_kwargs(config: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
@@ -76,6 +85,7 @@ def _loss(
     model: SimCLRModel,
     temperature: float,
     aug_kwargs: dict[str, Any],
+    loss_scale: float = REDUCTIONS["sum_over_views"],
     loss_chunk_size: int | None = None,
     grad_cache_chunk_size: int | None = None,
     chunk_model: SimCLRModel | None = None,
@@ -110,7 +120,7 @@ def _loss(
     if loss_chunk_size is None:
         devices = 1 if axis_name is None else lax.axis_size(axis_name)
         loss_chunk_size = losses.auto_chunk_size(2 * local_batch, 2 * local_batch * devices)
-    loss = losses.nt_xent(
+    loss = loss_scale * losses.nt_xent(
         z1, z2, temperature=temperature, axis_name=axis_name, chunk_size=loss_chunk_size or None
     )
     mutated = {
@@ -166,8 +176,14 @@ def _encode(variables: dict[str, Any], images: jax.Array, *, model: SimCLRModel)
     return features
 
 
-def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
-    """Raises ValueError, naming the field to change, for settings SimCLR cannot train with."""
+def validate(
+    config: ml_collections.ConfigDict, global_batch_size: int, device_count: int = 1
+) -> None:
+    """Raises ValueError, naming the field to change, for settings SimCLR cannot train with.
+
+    ``global_batch_size`` is split over ``device_count`` devices; per-device facts (the
+    grad-cache chunks) are checked against each device's share.
+    """
     low, high = config.augment.crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(
@@ -175,6 +191,10 @@ def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
         )
     if config.head.num_layers < 1:
         raise ValueError(f"head.num_layers={config.head.num_layers} must be >= 1.")
+    if config.get("nt_xent_reduction", "sum_over_views") not in REDUCTIONS:
+        raise ValueError(
+            f"nt_xent_reduction={config.nt_xent_reduction!r}: use one of {sorted(REDUCTIONS)}."
+        )
     for field in ("loss_chunk_size", "grad_cache_chunk_size"):
         value = config.get(field, None)
         if value is not None and (
@@ -182,10 +202,11 @@ def validate(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
         ):
             raise ValueError(f"{field}={value!r} must be None, 0 (off) or a positive integer.")
     grad_cache_chunk_size = config.get("grad_cache_chunk_size", None)
-    if grad_cache_chunk_size and global_batch_size % grad_cache_chunk_size:
+    per_device = global_batch_size // max(device_count, 1)
+    if grad_cache_chunk_size and per_device % grad_cache_chunk_size:
         raise ValueError(
             f"grad_cache_chunk_size={grad_cache_chunk_size} must divide the per-device batch "
-            f"(batch_size={global_batch_size} / device count)."
+            f"of {per_device} (batch_size={global_batch_size} over {device_count} devices)."
         )
 
 
@@ -223,6 +244,7 @@ def make(
             model=model,
             temperature=config.temperature,
             aug_kwargs=augment_kwargs(config, image_size),
+            loss_scale=REDUCTIONS[config.get("nt_xent_reduction", "sum_over_views")],
             loss_chunk_size=config.get("loss_chunk_size", None),
             grad_cache_chunk_size=grad_cache_chunk_size,
             # Chunks are normalised on their own: their BatchNorm must not average over devices.

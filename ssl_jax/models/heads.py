@@ -13,13 +13,18 @@ import jax.numpy as jnp
 
 
 class ProjectionHead(nn.Module):
-    """MLP head: (num_layers - 1) x [Dense → BN → ReLU], then Dense → BN without affine.
+    """MLP head: (num_layers - 1) x [Dense → BN → ReLU], then Dense → BN with no offset.
 
     Attributes:
       hidden_dim: width of the hidden layers.
       output_dim: width of the projection.
       num_layers: 2 (SimCLR v1) or 3 (SimCLR v2); 1 is a linear projection.
-      use_bn: BatchNorm on every layer (the output one has no learned scale or offset).
+      use_bn: BatchNorm after every hidden layer (Dense layers then have no bias); False: a
+        plain MLP with biases (MoCo v2).
+      last_bn: with ``use_bn``, BatchNorm on the output layer too (MoCo v3's ResNet predictor
+        has none).
+      last_bn_scale: the output BatchNorm learns a scale (SimCLR's head keeps it; MoCo v3
+        drops it). It never has an offset.
       bn_axis_name: mapped axis for global BatchNorm, or None.
       dtype: compute dtype; the output is float32.
     """
@@ -28,6 +33,8 @@ class ProjectionHead(nn.Module):
     output_dim: int = 128
     num_layers: int = 2
     use_bn: bool = True
+    last_bn: bool = True
+    last_bn_scale: bool = False
     bn_axis_name: str | None = None
     dtype: Any = jnp.float32
 
@@ -53,7 +60,8 @@ class ProjectionHead(nn.Module):
             if self.use_bn:
                 x = norm()(x)
             x = nn.relu(x)
-        x = nn.Dense(self.output_dim, use_bias=not self.use_bn, dtype=self.dtype)(x)
-        if self.use_bn:
-            x = norm(use_scale=False, use_bias=False)(x)
+        output_bn = self.use_bn and self.last_bn
+        x = nn.Dense(self.output_dim, use_bias=not output_bn, dtype=self.dtype)(x)
+        if output_bn:
+            x = norm(use_scale=self.last_bn_scale, use_bias=False)(x)
         return x.astype(jnp.float32)
