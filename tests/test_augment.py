@@ -306,3 +306,23 @@ def test_gaussian_blur_matches_numpy_separable_filter():
     rows = sum(t * padded[i : i + 16] for i, t in enumerate(taps))
     expected = sum(t * rows[:, i : i + 16] for i, t in enumerate(taps))
     np.testing.assert_allclose(blurred, expected, rtol=0, atol=1e-5)
+
+
+def test_asymmetric_second_view_changes_only_view_two():
+    from ssl_jax.augment import solarize
+
+    images = np.random.default_rng(5).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    key = jax.random.key(3)
+    symmetric = augment.simclr_views(key, images, out_size=12)
+    view1, view2 = augment.simclr_views(
+        key, images, out_size=12, second_view={"solarize_prob": 1.0}
+    )
+    np.testing.assert_array_equal(view1, symmetric[0])
+    np.testing.assert_allclose(view2, solarize(symmetric[1]), atol=1e-6)
+    assert not np.allclose(view2, symmetric[1])
+    # Solarizing with probability 0.5 hits some examples and not others.
+    _, half = augment.simclr_views(key, images, out_size=12, second_view={"solarize_prob": 0.5})
+    hit = [not np.allclose(half[i], symmetric[1][i]) for i in range(6)]
+    assert any(hit) and not all(hit), hit
+    with pytest.raises(ValueError, match="second_view"):
+        augment.simclr_views(key, images, second_view={"blurr_prob": 1.0})

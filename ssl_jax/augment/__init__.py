@@ -13,6 +13,7 @@ from ssl_jax.augment.color import (
     color_jitter,
     hsv_to_rgb,
     rgb_to_hsv,
+    solarize,
     to_grayscale,
 )
 from ssl_jax.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
@@ -32,5 +33,6 @@ __all__ = [
     "sample_crop_box",
     "simclr_augment",
     "simclr_views",
+    "solarize",
     "to_grayscale",
 ]

@@ -234,3 +234,16 @@ def _color_jitter_from_uniforms(
     return jax.lax.fori_loop(
         0, len(ops), lambda step, x: jax.lax.switch(order[step], ops, x), image
     )
+
+
+def solarize(image: ArrayLike, threshold: float = 128 / 255) -> jax.Array:
+    """Inverts the pixels at or above ``threshold``: [H, W, C] float in [0, 1] -> same.
+
+    The default is torchvision's ``RandomSolarize(threshold=128)`` on 8-bit images (BYOL's and
+    MoCo v3's second view).
+
+    >>> solarize(jnp.array([[[0.2], [0.6]]]))[:, :, 0].round(2).tolist()
+    [[0.2, 0.4]]
+    """
+    image = jnp.asarray(image)
+    return jnp.where(image >= threshold, 1.0 - image, image)

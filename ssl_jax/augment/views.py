@@ -6,8 +6,9 @@ Ops are composed from their ``*_from_uniforms`` forms; keys are derived from exa
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -21,7 +22,12 @@ from ssl_jax.augment.blur import (
     _BLUR_UNIFORMS,
     _gaussian_blur_from_uniforms,
 )
-from ssl_jax.augment.color import _JITTER_UNIFORMS, _color_jitter_from_uniforms, to_grayscale
+from ssl_jax.augment.color import (
+    _JITTER_UNIFORMS,
+    _color_jitter_from_uniforms,
+    solarize,
+    to_grayscale,
+)
 from ssl_jax.augment.crop import (
     _CROP_RATIO,
     _CROP_UNIFORMS,
@@ -44,9 +50,10 @@ def simclr_augment(
     jitter_prob: float = 0.8,
     grayscale_prob: float = 0.2,
     blur_prob: float = 0.0,
+    solarize_prob: float = 0.0,
     flip: bool = True,
 ) -> jax.Array:
-    """One SimCLR view of one image: crop, flip, colour jitter, grayscale, blur.
+    """One SimCLR view of one image: crop, flip, colour jitter, grayscale, blur, solarize.
 
     Each random op is computed and then kept or discarded with ``jnp.where``, so the function
     has no traced control flow (under ``vmap`` a ``lax.cond`` would evaluate both sides anyway).
@@ -62,6 +69,7 @@ def simclr_augment(
       jitter_prob: probability of colour jitter.
       grayscale_prob: probability of grayscale (colour images only).
       blur_prob: probability of Gaussian blur (SimCLR uses 0.5 on ImageNet, none on CIFAR).
+      solarize_prob: probability of solarization (BYOL and MoCo v3: 0.2 on the second view).
       flip: whether to flip left-right with probability 1/2.
 
     Returns:
@@ -104,6 +112,10 @@ def simclr_augment(
             blur_u, image, _BLUR_SIGMA_RANGE, _BLUR_KERNEL_FRACTION
         )
         image = jnp.where(blur_gate < blur_prob, blurred, image)
+    if solarize_prob > 0:
+        # A draw of its own, so that views without solarization keep their randomness.
+        gate = jax.random.uniform(jax.random.fold_in(rng, 1), ())
+        image = jnp.where(gate < solarize_prob, solarize(image), image)
     # Resampling and blurring are convex combinations; the clip only removes rounding overshoot.
     return jnp.clip(image, 0.0, 1.0)
 
@@ -113,9 +125,10 @@ def simclr_views(
     images: ArrayLike,
     *,
     example_ids: ArrayLike | None = None,
+    second_view: Mapping[str, Any] | None = None,
     **augment_kwargs: Any,
 ) -> tuple[jax.Array, jax.Array]:
-    """Two independent SimCLR views of every image in a batch.
+    """Two independent SimCLR views of every image in a batch, alike or asymmetric.
 
     Example i is augmented with ``key_i = fold_in(rng, example_ids[i])``, view 1 with
     ``fold_in(key_i, 0)`` and view 2 with ``fold_in(key_i, 1)``. Keys are derived from the
@@ -131,6 +144,9 @@ def simclr_views(
       rng: PRNG key, e.g. ``fold_in(base_key, step)``.
       images: [B, H, W, C] uint8 or float in [0, 1], C in {1, 3}.
       example_ids: [B] integer ids (default ``arange(B)``), unique within a step.
+      second_view: keyword arguments of :func:`simclr_augment` that differ for view 2, e.g.
+        ``{"blur_prob": 0.1, "solarize_prob": 0.2}`` (BYOL, MoCo v3); None or empty: the same.
+        The keys are the same either way, so equal settings give equal views.
       **augment_kwargs: keyword arguments of :func:`simclr_augment`; ``out_size`` defaults to H.
 
     Returns:
@@ -163,6 +179,13 @@ def simclr_views(
     view_ids = jnp.tile(jnp.arange(2), batch_size)
     keys = jax.vmap(jax.random.fold_in)(jnp.repeat(example_keys, 2, axis=0), view_ids)
     augment = functools.partial(simclr_augment, **augment_kwargs)
+    if second_view:
+        unknown = set(second_view) - set(inspect.signature(simclr_augment).parameters)
+        if unknown or "out_size" in second_view:
+            raise ValueError(f"simclr_views second_view: unknown or fixed fields {unknown}.")
+        pairs = keys.reshape(batch_size, 2, *keys.shape[1:])
+        second = functools.partial(simclr_augment, **{**augment_kwargs, **second_view})
+        return jax.vmap(augment)(pairs[:, 0], images), jax.vmap(second)(pairs[:, 1], images)
     views = jax.vmap(augment)(keys, jnp.repeat(images, 2, axis=0))
     views = views.reshape(batch_size, 2, *views.shape[1:])
     return views[:, 0], views[:, 1]

@@ -65,7 +65,10 @@ def augment_kwargs(config: ml_collections.ConfigDict, image_size: int) -> dict[s
         jitter_prob=aug.jitter_prob,
         grayscale_prob=aug.grayscale_prob,
         blur_prob=aug.blur_prob,
+        solarize_prob=aug.get("solarize_prob", 0.0),
         flip=aug.flip,
+        # Fields that differ for the second view (BYOL / MoCo v3's asymmetric blur, solarize).
+        second_view=dict(aug.get("second_view", None) or {}),
     )
 
 
