@@ -8,16 +8,42 @@ from __future__ import annotations
 import ml_collections
 
 
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-    """Parses ``"runlocal,key=value"`` style config args into a ConfigDict of ``defaults``."""
+    """Parses ``"runlocal,key=value"`` style config args into a ConfigDict of ``defaults``.
+
+    Each value takes its default's type. Booleans are strict, since ``bool("False")`` is True:
+    ``true``/``1`` or ``false``/``0`` in any case, and a bare ``key`` means True.
+
+    >>> parse_arg("runlocal=False,epochs=300", runlocal=True, epochs=100).to_dict()
+    {'epochs': 300, 'runlocal': False}
+    """
     parsed = ml_collections.ConfigDict(defaults)
     for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
         if key not in parsed:
             raise ValueError(f"unknown config arg {key!r}: use one of {sorted(parsed)}.")
-        default = parsed[key]
-        parsed[key] = type(default)(value) if value else True
+        parsed[key] = _parse_value(key, value if equals else None, parsed[key])
     return parsed
+
+
+def _parse_value(key: str, value: str | None, default):
+    if isinstance(default, bool):
+        if value is None or value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ValueError(f"{key}={value!r}: a boolean config arg takes true, false, 1 or 0.")
+    if value is None:
+        raise ValueError(f"config arg {key!r} needs a value: {key}=<{type(default).__name__}>.")
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(
+            f"{key}={value!r}: config arg {key!r} takes a {type(default).__name__}."
+        ) from None
 
 
 def base() -> ml_collections.ConfigDict:
