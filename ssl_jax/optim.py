@@ -1,25 +1,59 @@
 """Optimisers and learning-rate schedules built from a config, all from optax.
 
-Weight decay and LARS trust ratios skip BatchNorm parameters and biases.
+Weight decay and LARS trust ratios skip biases, norm parameters and frozen ones.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
 import optax
 
 
-def decay_mask(params: Any) -> Any:
-    """True for weight matrices and kernels; False for biases, norm parameters and frozen ones.
+# A module whose name says it normalises: flax's LayerNorm_0 / BatchNorm_1, ssl_jax's ffn_norm,
+# final_norm, stem_bn.
+_NORM_MODULE = re.compile(r"norm|(^|_)bn(\d|_|$)", re.IGNORECASE)
 
-    Parameters under a name containing ``frozen`` get no gradient (their module stops it) and
-    must not shrink by weight decay either.
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def decays(path: tuple[Any, ...]) -> bool:
+    """Whether weight decay applies to the parameter at ``path``, judged by what it is.
+
+    Decayed: kernels and embeddings (word, position, segment, [CLS]), as google-research/bert's
+    ``AdamWeightDecayOptimizer`` does. Not decayed: every bias (``bias``, ``mlm_bias``, the
+    [heads, head_dim] q/k/v biases of attention's ``DenseGeneral``), a norm's ``scale`` and
+    anything else under a norm module, and parameters under a name containing ``frozen``, which
+    get no gradient (their module stops it) and must not shrink by weight decay either.
+
+    >>> from jax.tree_util import DictKey
+    >>> decays((DictKey("attention"), DictKey("query"), DictKey("bias")))
+    False
+    >>> decays((DictKey("word_embeddings"), DictKey("embedding")))
+    True
     """
-    return jax.tree_util.tree_map_with_path(
-        lambda path, p: p.ndim > 1 and "frozen" not in jax.tree_util.keystr(path), params
-    )
+    names = [_key_name(key) for key in path]
+    *modules, leaf = names or [""]
+    if any("frozen" in name for name in names):
+        return False
+    if leaf == "bias" or leaf.endswith("_bias") or leaf == "scale":
+        return False
+    return not any(_NORM_MODULE.search(module) for module in modules)
+
+
+def decay_mask(params: Any) -> Any:
+    """True for kernels and embeddings; False for biases, norm parameters and frozen ones.
+
+    Judged by name (``decays``), not rank: attention's q/k/v biases are [heads, head_dim].
+    """
+    return jax.tree_util.tree_map_with_path(lambda path, _: decays(path), params)
 
 
 def peak_learning_rate(base_learning_rate: float, batch_size: int, scaling: str) -> float:
@@ -77,7 +111,7 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """LARS (SimCLR's choice for large batches), SGD with momentum, or AdamW.
 
-    Weight decay (and LARS's trust ratio) skip biases, BatchNorm parameters and frozen ones.
+    Weight decay (and LARS's trust ratio) skip biases, norm parameters and frozen ones (``decays``).
 
     >>> import jax.numpy as jnp
     >>> params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
