@@ -65,10 +65,19 @@ def base() -> ml_collections.ConfigDict:
     config.optimizer = "lars"
     config.learning_rate = 0.3  # per 256 examples, scaled by lr_scaling
     config.lr_scaling = "linear"
-    config.schedule = "cosine"
+    config.schedule = "cosine"  # or "linear", "bert_linear" (optim.make_schedule)
     config.warmup_epochs = 10.0
     config.weight_decay = 1e-6
+    # Decay every parameter but frozen ones (torch's SGD(model.parameters(), weight_decay=...)),
+    # instead of kernels and embeddings only (optim.decays).
+    config.decay_all_params = False
     config.momentum = 0.9
+    config.nesterov = True  # SGD only; False: plain heavy-ball momentum
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-8  # added to sqrt(v)
+    config.adam_bias_correction = True  # False: google-research/bert's AdamWeightDecayOptimizer
+    # Scale the gradient down to this global norm before the optimiser; None: no clipping.
+    config.clip_global_norm = ml_collections.FieldReference(None, field_type=float)
 
     config.temperature = 0.5
     # NT-Xent in blocks of this many anchors (exact, O(N x chunk) memory): None picks it above
@@ -177,7 +186,7 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
 
 
 def text_base() -> ml_collections.ConfigDict:
-    """``base()`` for masked-language modelling: BERT, WordPiece text, AdamW + linear schedule.
+    """``base()`` for masked-language modelling: BERT, WordPiece text, BERT's AdamW and schedule.
 
     Text runs count warm-up in steps (``warmup_steps``): an epoch of packed sequences is only
     known after tokenising the corpus.
@@ -186,11 +195,18 @@ def text_base() -> ml_collections.ConfigDict:
     config.method = "mlm"
     config.dataset = "ptb"
     config.probe.enabled = False  # no labels to probe
+    # google-research/bert optimization.py: AdamWeightDecayOptimizer (eps 1e-6, no bias
+    # correction, decay 0.01 except LayerNorm and biases), gradients clipped to global norm 1.0,
+    # learning rate linear from step 0 to the last, with warm-up replacing its first steps.
     config.optimizer = "adamw"
-    config.schedule = "linear"
+    config.schedule = "bert_linear"
     config.lr_scaling = "none"
     config.learning_rate = 1e-4
     config.weight_decay = 0.01
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-6
+    config.adam_bias_correction = False
+    config.clip_global_norm = 1.0
     config.warmup_steps = 10_000
     config.warmup_epochs = 0.0
     config.shuffle_buffer = 10_000  # packed sequences

@@ -1,11 +1,15 @@
 """Optimiser masks and schedules."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from configs import bert_base_wikipedia, bert_mlm_ptb, moco_v2_imagenet
 from ssl_jax import models, optim
 
 
@@ -158,3 +162,124 @@ def test_lars_trust_ratio_and_decay_skip_every_bias_and_norm_parameter_of_bert()
         else:
             want = -0.1 * 0.5
         np.testing.assert_allclose(update, np.full(param.shape, want), rtol=1e-5, err_msg=str(path))
+
+
+def _apply(tx, params, grads_per_step):
+    state = tx.init(params)
+    for grads in grads_per_step:
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def _toy_tree(value):
+    """A kernel, a bias and a norm scale: what decay masks tell apart."""
+    full = functools.partial(np.full, fill_value=value, dtype=np.float32)
+    return {"dense": {"kernel": full((2, 3)), "bias": full(3)}, "norm": {"scale": full(3)}}
+
+
+def test_bert_linear_schedule_is_bert_s_closed_form():
+    """google-research/bert: polynomial (power 1) decay from step 0 to T, warm-up overriding it."""
+    peak, total, warmup = 2.0, 100, 10
+    schedule = jax.jit(optim.make_schedule(peak, total, warmup, kind="bert_linear"))
+    for step in (0, 1, 5, 9, 10, 11, 50, 99, 100, 120):
+        want = peak * step / warmup if step < warmup else peak * max(1 - step / total, 0.0)
+        np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-6, atol=1e-7)
+    no_warmup = optim.make_schedule(peak, total, 0, kind="bert_linear")
+    np.testing.assert_allclose(float(no_warmup(30)), peak * 0.7, rtol=1e-6)
+
+
+def test_bert_configs_train_with_google_bert_s_optimizer():
+    """3 steps of text_base's AdamW against AdamWeightDecayOptimizer + clip_by_global_norm(1.0).
+
+    google-research/bert optimization.py: m, v without bias correction, m / (sqrt(v) + 1e-6),
+    decay 0.01 * param added unless the name has LayerNorm or bias, times the learning rate;
+    gradients clipped to global norm 1.0 first.
+    """
+    config = bert_base_wikipedia.get_config()
+    assert (config.adam_eps, config.adam_bias_correction, config.clip_global_norm) == (
+        1e-6, False, 1.0,
+    )  # fmt: skip
+    assert config.schedule == "bert_linear"
+    total, warmup = 10, 2
+    schedule, tx = optim.from_config(config, total_steps=total, warmup_steps=warmup)
+    params = _toy_tree(0.5)
+    steps = [_toy_tree(3.0), _toy_tree(-0.2), _toy_tree(0.01)]  # the first one is clipped
+    got = _apply(tx, params, steps)
+
+    want, m, v = jax.tree.map(np.float64, params), None, None
+    decayed = {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False}}
+    for step, grads in enumerate(steps):
+        norm = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grads)))
+        grads = jax.tree.map(lambda g, norm=norm: g * min(1.0, 1.0 / norm), grads)
+        m = jax.tree.map(lambda g: 0.1 * g, grads) if m is None else jax.tree.map(
+            lambda m_, g: 0.9 * m_ + 0.1 * g, m, grads)  # fmt: skip
+        v = jax.tree.map(lambda g: 0.001 * g**2, grads) if v is None else jax.tree.map(
+            lambda v_, g: 0.999 * v_ + 0.001 * g**2, v, grads)  # fmt: skip
+        lr = 1e-4 * step / warmup if step < warmup else 1e-4 * (1 - step / total)
+        np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-6)
+        want = jax.tree.map(
+            lambda p, m_, v_, d, lr=lr: p - lr * (m_ / (np.sqrt(v_) + 1e-6) + 0.01 * p * d),
+            want, m, v, decayed,
+        )  # fmt: skip
+    for got_leaf, want_leaf in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-6, atol=1e-9)
+
+
+def test_adam_b2_and_eps_config_fields_reach_the_optimizer():
+    """One AdamW step without bias correction: -lr (1 - b1) g / (sqrt(1 - b2) |g| + eps)."""
+    config = bert_mlm_ptb.get_config()
+    config.adam_b2, config.adam_eps, config.weight_decay = 0.98, 1e-3, 0.0
+    _, tx = optim.from_config(config, total_steps=1000, warmup_steps=0)
+    params = {"kernel": np.zeros((2, 2), np.float32)}
+    got = _apply(tx, params, [{"kernel": np.full((2, 2), 0.1, np.float32)}])["kernel"]
+    want = -1e-3 * 0.1 * 0.1 / (np.sqrt(0.02) * 0.1 + 1e-3)
+    np.testing.assert_allclose(got, np.full((2, 2), want), rtol=1e-5)
+    # With bias correction (Adam's, the base default) the first step is -lr g / (|g| + eps).
+    config.adam_bias_correction = True
+    _, tx = optim.from_config(config, total_steps=1000, warmup_steps=0)
+    got = _apply(tx, params, [{"kernel": np.full((2, 2), 0.1, np.float32)}])["kernel"]
+    np.testing.assert_allclose(got, np.full((2, 2), -1e-3 * 0.1 / (0.1 + 1e-3)), rtol=1e-5)
+
+
+def test_moco_v2_configs_use_the_reference_sgd():
+    """facebookresearch/moco: torch.optim.SGD(model.parameters(), lr, momentum=0.9, wd=1e-4):
+    plain momentum, weight decay on every parameter (BN and biases included)."""
+    config = moco_v2_imagenet.get_config()
+    assert (config.optimizer, config.nesterov, config.decay_all_params) == ("sgd", False, True)
+    lr, wd = 0.03, 1e-4
+    _, tx = optim.from_config(config, total_steps=10**6, warmup_steps=0)
+    params = _toy_tree(0.5)
+    steps = [_toy_tree(2.0), _toy_tree(-1.0)]
+    got = _apply(tx, params, steps)
+    want, buf = jax.tree.map(np.float64, params), None
+    for grads in steps:  # torch: d = g + wd p; buf = m buf + d; p -= lr buf (lr ~ constant here)
+        d = jax.tree.map(lambda g, p: g + wd * p, grads, want)
+        buf = d if buf is None else jax.tree.map(lambda b, d_: 0.9 * b + d_, buf, d)
+        want = jax.tree.map(lambda p, b: p - lr * b, want, buf)
+    for got_leaf, want_leaf in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-6)
+
+    # The previous behaviour stays one override away: Nesterov, no decay of biases and norms.
+    config.nesterov, config.decay_all_params = True, False
+    _, tx = optim.from_config(config, total_steps=10**6, warmup_steps=0)
+    old = optax.chain(
+        optax.add_decayed_weights(wd, mask=optim.decay_mask),
+        optax.sgd(optim.make_schedule(lr, 10**6, 0), momentum=0.9, nesterov=True),
+    )
+    for got_leaf, want_leaf in zip(
+        jax.tree.leaves(_apply(tx, params, steps)), jax.tree.leaves(_apply(old, params, steps))
+    ):
+        np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-6)
+
+
+def test_decay_all_params_still_spares_frozen_parameters():
+    params = {"frozen_patch_embed": {"kernel": np.ones((2, 2))}, "bias": np.ones(2)}
+    tx = optim.make_optimizer(
+        "sgd", optax.constant_schedule(1.0), weight_decay=0.1, nesterov=False,
+        decay_all_params=True,
+    )  # fmt: skip
+    zeros = jax.tree.map(np.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    np.testing.assert_allclose(updates["frozen_patch_embed"]["kernel"], 0.0)
+    np.testing.assert_allclose(updates["bias"], -0.1, rtol=1e-6)
