@@ -44,3 +44,24 @@ def test_int_float_and_string_args_keep_their_types():
 
 def test_parse_arg_docstring_example_holds():
     assert doctest.testmod(common, raise_on_error=True).attempted >= 1
+
+
+def test_moco_v3_resnet50_follows_facebookresearch_moco_v3():
+    """CONFIG.md's 100-epoch ResNet-50 command, main_moco.py's defaults, builder.MoCo_ResNet."""
+    config = moco_v3_resnet50_imagenet.get_config()
+    assert (config.batch_size, config.epochs, config.warmup_epochs) == (4096, 100.0, 10.0)
+    assert (config.optimizer, config.learning_rate, config.lr_scaling) == ("lars", 0.6, "linear")
+    assert (config.weight_decay, config.momentum) == (1e-6, 0.9)
+    assert config.decay_all_params is False  # moco-v3's LARS skips parameters of rank <= 1
+    assert (config.temperature, config.moco.momentum, config.moco.momentum_cosine) == (
+        1.0, 0.99, True,
+    )  # fmt: skip
+    assert config.augment.crop_scale == (0.2, 1.0)  # --crop-min=.2
+    # Projector: _build_mlp(2, 2048, 4096, 256), its last BN without affine parameters.
+    assert (config.head.num_layers, config.head.hidden_dim, config.head.output_dim) == (
+        2, 4096, 256,
+    )  # fmt: skip
+    assert config.head.use_bn and config.head.last_bn_scale is False
+    # Predictor: _build_mlp(2, 256, 4096, 256, last_bn=False).
+    assert (config.predictor.num_layers, config.predictor.hidden_dim) == (2, 4096)
+    assert config.predictor.last_bn is False
