@@ -232,7 +232,8 @@ def make_optimizer(
 def from_config(config: Any, total_steps: int, warmup_steps: int):
     """``(schedule, optimizer)`` as a run config's optimiser fields describe them.
 
-    Fields added since a workdir was started take their old behaviour when absent.
+    A config without the newer fields (``nesterov``, ``adam_*``, ``decay_all_params``,
+    ``clip_global_norm``) gets what they default to, the behaviour from before they existed.
     """
     peak = peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
     schedule = make_schedule(peak, total_steps, warmup_steps, config.schedule)
