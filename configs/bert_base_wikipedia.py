@@ -2,9 +2,12 @@
 
 BERT-base pretraining as published (Devlin et al. 2019): English Wikipedia from tfds, Google's
 uncased vocab (``--config.text.vocab_path=.../uncased_L-12_H-768_A-12/vocab.txt``), batch 256,
-AdamW 1e-4 (beta2 0.999, decay 0.01), 10k warm-up steps then linear decay, 1M steps: the first 90%
-on 128-token sequences (``phase=128``), the rest on 512 (``:phase=512``, resumed in the same
-workdir with max_predictions 80). NSP on, as in the paper. ``:runlocal`` shrinks it for a smoke run.
+1M steps: the first 90% on 128-token sequences (``phase=128``), the rest on 512 (``:phase=512``,
+resumed in the same workdir with max_predictions 80). NSP on, as in the paper. The optimiser is
+google-research/bert's (``common.text_base``): AdamW 1e-4 without bias correction (beta2 0.999,
+eps 1e-6, decay 0.01 except LayerNorm and biases), gradients clipped to global norm 1.0, the rate
+linear from 1e-4 at step 0 to 0 at 1M, with a 10k-step warm-up replacing its start.
+``:runlocal`` shrinks it for a smoke run.
 """
 
 import ml_collections

