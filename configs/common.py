@@ -98,9 +98,13 @@ def base() -> ml_collections.ConfigDict:
     # ResNets: convolutions rewritten for XLA:CPU in training (models.conv: stored inputs,
     # stride-2 gradients without dilation); None is on for the CPU backend only.
     config.model.cpu_conv_rewrites = ml_collections.FieldReference(None, field_type=bool)
+    # The output layer's BN learns a scale (SimCLR's head); MoCo v3 sets last_bn_scale=False.
     config.head = ml_collections.ConfigDict(
-        dict(hidden_dim=2048, output_dim=128, num_layers=2, use_bn=True)
+        dict(hidden_dim=2048, output_dim=128, num_layers=2, use_bn=True, last_bn_scale=True)
     )
+    # SimCLR's loss: "sum_over_views" is the reference code's loss_a + loss_b (twice the mean
+    # over the 2N anchors); "mean" is that mean.
+    config.nt_xent_reduction = "sum_over_views"
     config.augment = ml_collections.ConfigDict(
         dict(
             crop_scale=(0.08, 1.0),
@@ -108,7 +112,10 @@ def base() -> ml_collections.ConfigDict:
             jitter_prob=0.8,
             grayscale_prob=0.2,
             blur_prob=0.0,
+            solarize_prob=0.0,
             flip=True,
+            # Fields that differ for the second view, e.g. blur_prob / solarize_prob.
+            second_view=ml_collections.ConfigDict(),
         )
     )
     # MoCo fields (used when method == "moco").
@@ -120,9 +127,12 @@ def base() -> ml_collections.ConfigDict:
             momentum_cosine=False,
             bn="shuffle",  # or "sync"
             bn_group_size=64,  # examples per BN group on one device (ghost BN)
+            # v3: both views in one BN batch, instead of each view on its own (moco-v3).
+            joint_view_bn=False,
         )
     )
-    config.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, num_layers=2))
+    # last_bn: BN on the predictor's output (MoCo v3's ViT predictor; not its ResNet one).
+    config.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, num_layers=2, last_bn=True))
     config.knn = ml_collections.ConfigDict(
         dict(
             k=200,

@@ -14,13 +14,14 @@ rest main_moco.py's defaults) with moco/builder.py's ``MoCo_ResNet`` heads.
 - projector 2048 → 4096 → 256: two layers (``_build_mlp(2, hidden_dim, mlp_dim, dim)``,
   ``--moco-mlp-dim``, ``--moco-dim``), BN after each, the last without affine parameters;
   predictor 256 → 4096 → 256: two layers, no BN on its output (``last_bn=False``);
-- random resized crops of 20-100% of the area (``--crop-min=.2``).
+- random resized crops of 20-100% of the area (``--crop-min=.2``); main_moco.py's asymmetric
+  views: Gaussian blur with probability 1.0 on the first view, 0.1 on the second, which is also
+  solarised with probability 0.2 (``augmentation1``, ``augmentation2``).
 
 300 epochs: ``:epochs=300,learning_rate=0.3``; 1000 epochs: ``:epochs=1000,learning_rate=0.3
---config.weight_decay=1.5e-6 --config.moco.momentum=0.996`` (CONFIG.md). The augmentations differ,
-as ssl_jax applies one recipe to both views: colour jitter (0.4, 0.4, 0.4, 0.1) for main_moco.py's
-(0.4, 0.4, 0.2, 0.1), blur with probability 0.5 on each view for 1.0 and 0.1, no solarisation
-(0.2 on the second view). ``:runlocal`` shrinks it to a smoke run.
+--config.weight_decay=1.5e-6 --config.moco.momentum=0.996`` (CONFIG.md). One difference remains:
+colour jitter (0.4, 0.4, 0.4, 0.1) (SimCLR's strength 0.5) for main_moco.py's (0.4, 0.4, 0.2,
+0.1). ``:runlocal`` shrinks it to a smoke run.
 """
 
 import ml_collections
@@ -43,12 +44,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.head.output_dim = 256
     config.head.num_layers = 2
     # The projector's last BN has neither scale nor offset (builder.py: BatchNorm1d(dim,
-    # affine=False)), as models.ProjectionHead has it today. Not read yet.
+    # affine=False)).
     config.head.last_bn_scale = False
     config.predictor.hidden_dim = 4096
     config.predictor.num_layers = 2
     # MoCo_ResNet's predictor ends at its last linear layer, without BN (MoCo_ViT's keeps one).
-    # Not read yet: methods/moco.py still builds the predictor with a last BN.
     config.predictor.last_bn = False
     config.moco.version = 3
     config.moco.momentum = 0.99
@@ -56,7 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.moco.bn = "sync"
     config.augment.crop_scale = (0.2, 1.0)
     config.augment.jitter_strength = 0.5
-    config.augment.blur_prob = 0.5
+    config.augment.blur_prob = 1.0
+    config.augment.second_view = ml_collections.ConfigDict(dict(blur_prob=0.1, solarize_prob=0.2))
     if args.runlocal:
         common.shrink_for_runlocal(config)
         config.image_size = 64

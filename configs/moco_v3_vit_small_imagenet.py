@@ -2,8 +2,10 @@
 
 MoCo v3 with ViT-Small/16 (Chen, Xie, He 2021, arXiv:2104.02057): batch 4096, AdamW lr
 1.5e-4 x B/256, weight decay 0.1, 40 warm-up epochs of 300, temperature 0.2, momentum 0.99 →
-1 (cosine), 3-layer 4096-256 projector and 2-layer predictor with BN, frozen random patch
-projection, symmetric loss over keys of all devices.
+1 (cosine), 3-layer 4096-256 projector (last BN without affine parameters) and 2-layer
+predictor with BN, frozen random patch projection, symmetric loss over keys of all devices,
+each view through its own BN batch. Asymmetric views as main_moco.py: blur 1.0 / 0.1, the second
+view solarised with probability 0.2.
 """
 
 import ml_collections
@@ -21,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer = "adamw"
     config.learning_rate = 1.5e-4
     config.weight_decay = 0.1
+    config.decay_all_params = True  # main_moco.py: AdamW(model.parameters(), weight_decay=...)
     config.temperature = 0.2
     config.model.name = "vit_small"
     config.model.patch_size = 16
@@ -34,8 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.moco.momentum = 0.99
     config.moco.momentum_cosine = True
     config.moco.bn = "sync"
+    config.head.last_bn_scale = False  # builder.py: BatchNorm1d(dim, affine=False)
     config.augment.jitter_strength = 0.5
-    config.augment.blur_prob = 0.5
+    config.augment.blur_prob = 1.0
+    config.augment.second_view = ml_collections.ConfigDict(dict(blur_prob=0.1, solarize_prob=0.2))
     if args.runlocal:
         common.shrink_for_runlocal(config)
         config.image_size = 32

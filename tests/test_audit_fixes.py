@@ -173,6 +173,26 @@ def test_simclr_loss_is_the_reference_sum_over_views_by_default():
         values[reduction] = float(loss)
     # loss_a + loss_b of the reference is twice the mean over all 2N anchors.
     np.testing.assert_allclose(values["sum_over_views"], 2 * values["mean"], rtol=1e-6)
-    assert simclr_fashion_mnist.get_config().get("nt_xent_reduction", "sum_over_views") == (
-        "sum_over_views"
+    assert simclr_fashion_mnist.get_config().nt_xent_reduction == "sum_over_views"
+
+
+def test_moco_v3_resnet_predictor_ends_without_bn_or_bias_like_the_reference():
+    from configs import moco_v3_resnet50_imagenet
+
+    config = moco_v3_resnet50_imagenet.get_config("runlocal")
+    config.image_size = 16
+    method = moco.make(config, image_size=16, bn_axis_name=None, total_steps=10)
+    images = np.zeros((4, 16, 16, 3), np.uint8)
+    variables = jax.eval_shape(method.init, jax.random.key(0), {"image": images})
+    predictor = variables["params"]["predictor"]
+    # _build_mlp(2, dim, mlp_dim, dim, last_bn=False): Linear-BN-ReLU-Linear, no biases.
+    assert sorted(predictor) == ["BatchNorm_0", "Dense_0", "Dense_1"], sorted(predictor)
+    assert set(predictor["Dense_1"]) == {"kernel"}
+    assert len(variables["batch_stats"]["predictor"]) == 1
+    # The projector keeps an affine-free BN on its output: statistics without parameters.
+    assert len(variables["batch_stats"]["head"]) == config.head.num_layers
+    assert len([n for n in variables["params"]["head"] if "BatchNorm" in n]) == (
+        config.head.num_layers - 1
     )
+    assert dict(config.augment.second_view) == {"blur_prob": 0.1, "solarize_prob": 0.2}
+    assert config.augment.blur_prob == 1.0

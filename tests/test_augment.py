@@ -317,7 +317,7 @@ def test_asymmetric_second_view_changes_only_view_two():
     view1, view2 = augment.simclr_views(
         key, images, out_size=12, second_view={"solarize_prob": 1.0}
     )
-    np.testing.assert_array_equal(view1, symmetric[0])
+    np.testing.assert_allclose(view1, symmetric[0], atol=1e-6)  # vmapped over B, not 2B
     np.testing.assert_allclose(view2, solarize(symmetric[1]), atol=1e-6)
     assert not np.allclose(view2, symmetric[1])
     # Solarizing with probability 0.5 hits some examples and not others.

@@ -138,7 +138,7 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
         queue, pointer = enqueue(extra["queue"], extra["queue_ptr"], _gather(k, axis_name))
         extra = dict(extra, queue=queue, queue_ptr=pointer)
     else:
-        if moco.get("joint_view_bn", False):
+        if moco.get("joint_view_bn", True):  # absent: a config from before the per-view form
             # Both views in one BatchNorm batch (one forward pass per encoder).
             (features, q), batch_stats = queries(
                 jnp.concatenate([view1, view2]), state.batch_stats

@@ -42,7 +42,7 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> 
         output_dim=config.head.output_dim,
         num_layers=config.head.num_layers,
         use_bn=config.head.use_bn,
-        last_bn_scale=config.head.get("last_bn_scale", True),
+        last_bn_scale=config.head.get("last_bn_scale", False),  # absent: older configs
         bn_axis_name=bn_axis_name,
         dtype=dtype,
     )
@@ -194,7 +194,7 @@ def validate(
         )
     if config.head.num_layers < 1:
         raise ValueError(f"head.num_layers={config.head.num_layers} must be >= 1.")
-    if config.get("nt_xent_reduction", "sum_over_views") not in REDUCTIONS:
+    if config.get("nt_xent_reduction", "mean") not in REDUCTIONS:
         raise ValueError(
             f"nt_xent_reduction={config.nt_xent_reduction!r}: use one of {sorted(REDUCTIONS)}."
         )
@@ -247,7 +247,7 @@ def make(
             model=model,
             temperature=config.temperature,
             aug_kwargs=augment_kwargs(config, image_size),
-            loss_scale=REDUCTIONS[config.get("nt_xent_reduction", "sum_over_views")],
+            loss_scale=REDUCTIONS[config.get("nt_xent_reduction", "mean")],  # absent: older configs
             loss_chunk_size=config.get("loss_chunk_size", None),
             grad_cache_chunk_size=grad_cache_chunk_size,
             # Chunks are normalised on their own: their BatchNorm must not average over devices.

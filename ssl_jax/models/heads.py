@@ -60,8 +60,9 @@ class ProjectionHead(nn.Module):
             if self.use_bn:
                 x = norm()(x)
             x = nn.relu(x)
-        output_bn = self.use_bn and self.last_bn
-        x = nn.Dense(self.output_dim, use_bias=not output_bn, dtype=self.dtype)(x)
-        if output_bn:
+        # BN-style MLPs have no biases anywhere, the output layer included even without its BN
+        # (moco-v3's _build_mlp: every Linear has bias=False).
+        x = nn.Dense(self.output_dim, use_bias=not self.use_bn, dtype=self.dtype)(x)
+        if self.use_bn and self.last_bn:
             x = norm(use_scale=self.last_bn_scale, use_bias=False)(x)
         return x.astype(jnp.float32)
