@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ml_collections
 
-
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 
 

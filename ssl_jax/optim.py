@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-
 # A module whose name says it normalises: flax's LayerNorm_0 / BatchNorm_1, ssl_jax's ffn_norm,
 # final_norm, stem_bn.
 _NORM_MODULE = re.compile(r"norm|(^|_)bn(\d|_|$)", re.IGNORECASE)

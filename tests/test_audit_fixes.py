@@ -137,8 +137,10 @@ def test_moco_v3_normalises_each_view_on_its_own_like_the_reference():
     k1, key_stats = forward(key_params, key_stats, view1, False)
     k2, key_stats = forward(key_params, key_stats, view2, False)
     tau = config.temperature
-    want = 2 * tau * (
-        losses.info_nce(q1, k2, temperature=tau) + losses.info_nce(q2, k1, temperature=tau)
+    want = (
+        2
+        * tau
+        * (losses.info_nce(q1, k2, temperature=tau) + losses.info_nce(q2, k1, temperature=tau))
     )
     np.testing.assert_allclose(loss, want, rtol=1e-5)
     for got, expected in zip(

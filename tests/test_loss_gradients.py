@@ -142,4 +142,4 @@ def test_pmap_with_driver_reduction_equals_one_device(problem, name):
     values, grads = jax.pmap(per_device, axis_name=AXIS, in_axes=(None, 0))(params, split)
     np.testing.assert_allclose(values, np.full(DEVICES, want_value), rtol=2e-6)
     for device in range(DEVICES):
-        _assert_close(jax.tree.map(lambda g: g[device], grads), want_grads, f"{name}, pmap")
+        _assert_close(jax.tree.map(lambda g, i=device: g[i], grads), want_grads, f"{name}, pmap")

@@ -87,8 +87,13 @@ def _expected_decay(path, owners) -> bool:
 TINY_MODELS = {
     "bert": lambda: (
         models.Bert(
-            vocab_size=32, hidden_size=8, num_layers=2, num_heads=2, intermediate_size=16,
-            max_position=8, with_nsp=True,
+            vocab_size=32,
+            hidden_size=8,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=16,
+            max_position=8,
+            with_nsp=True,
         ),
         jnp.zeros((2, 8), jnp.int32),
     ),  # fmt: skip
@@ -97,8 +102,9 @@ TINY_MODELS = {
         jnp.zeros((2, 8, 8, 3)),
     ),
     "vit_frozen_patch_embed": lambda: (
-        models.ViT(width=8, depth=1, num_heads=2, mlp_dim=16, patch_size=4,
-                   freeze_patch_embed=True),
+        models.ViT(
+            width=8, depth=1, num_heads=2, mlp_dim=16, patch_size=4, freeze_patch_embed=True
+        ),
         jnp.zeros((2, 8, 8, 3)),
     ),  # fmt: skip
     "resnet10": lambda: (models.ResNet10(width_multiplier=0.125), jnp.zeros((2, 16, 16, 3))),
@@ -268,7 +274,9 @@ def test_moco_v2_configs_use_the_reference_sgd():
         optax.sgd(optim.make_schedule(lr, 10**6, 0), momentum=0.9, nesterov=True),
     )
     for got_leaf, want_leaf in zip(
-        jax.tree.leaves(_apply(tx, params, steps)), jax.tree.leaves(_apply(old, params, steps))
+        jax.tree.leaves(_apply(tx, params, steps)),
+        jax.tree.leaves(_apply(old, params, steps)),
+        strict=True,
     ):
         np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-6)
 

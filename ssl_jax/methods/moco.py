@@ -118,9 +118,7 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
         key_vars = {"params": extra["key_params"], "batch_stats": batch_stats}
 
         def key_fn(views, num_groups):
-            outputs, stats = _apply_in_groups(
-                key_model, key_vars, views, num_groups, predict=False
-            )
+            outputs, stats = _apply_in_groups(key_model, key_vars, views, num_groups, predict=False)
             return jax.tree.map(lax.stop_gradient, outputs), stats
 
         if moco.bn == "shuffle":
@@ -140,13 +138,9 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
     else:
         if moco.get("joint_view_bn", True):  # absent: a config from before the per-view form
             # Both views in one BatchNorm batch (one forward pass per encoder).
-            (features, q), batch_stats = queries(
-                jnp.concatenate([view1, view2]), state.batch_stats
-            )
+            (features, q), batch_stats = queries(jnp.concatenate([view1, view2]), state.batch_stats)
             features = features[:n]
-            k, key_batch_stats = keys(
-                jnp.concatenate([view2, view1]), extra["key_batch_stats"], 0
-            )
+            k, key_batch_stats = keys(jnp.concatenate([view2, view1]), extra["key_batch_stats"], 0)
             q1, q2, k2, k1 = q[:n], q[n:], k[:n], k[n:]
         else:
             # moco-v3 runs each view through its encoders on its own, so each view is
