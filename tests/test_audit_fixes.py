@@ -8,7 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import moco_v2_fashion_mnist, moco_v3_vit_small_imagenet, simclr_fashion_mnist
+from configs import (
+    moco_v2_fashion_mnist,
+    moco_v3_resnet50_imagenet,
+    moco_v3_vit_small_imagenet,
+    simclr_fashion_mnist,
+)
 from ssl_jax import augment, losses, train
 from ssl_jax.methods import moco, simclr
 
@@ -92,8 +97,9 @@ def test_valid_per_device_settings_pass():
 
 
 def _moco_v3(joint):
-    config = moco_v3_vit_small_imagenet.get_config("runlocal")
-    config.model.name, config.image_size = "vit_tiny", 16
+    # A ResNet: BatchNorm in the encoder as well as the heads, and cheap to compile.
+    config = moco_v3_resnet50_imagenet.get_config("runlocal")
+    config.image_size = 16
     config.dtype = "float32"  # the ImageNet config computes in bfloat16
     config.moco.bn = "sync"
     config.moco.joint_view_bn = joint
@@ -179,8 +185,6 @@ def test_simclr_loss_is_the_reference_sum_over_views_by_default():
 
 
 def test_moco_v3_resnet_predictor_ends_without_bn_or_bias_like_the_reference():
-    from configs import moco_v3_resnet50_imagenet
-
     config = moco_v3_resnet50_imagenet.get_config("runlocal")
     config.image_size = 16
     method = moco.make(config, image_size=16, bn_axis_name=None, total_steps=10)
