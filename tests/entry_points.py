@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,10 +26,16 @@ class Result:
     stderr: str
 
 
-def run_commands(commands: list[list[str]], timeout: float = 600) -> list[Result]:
-    """``[[module, *args], ...]`` run from the repository root, in order; one Result each."""
+def run_commands(
+    commands: list[list[str]], timeout: float = 600, command_timeout: int = 60
+) -> list[Result]:
+    """``[[module, *args], ...]`` run from the repository root, in order; one Result each.
+
+    A command still running after ``command_timeout`` seconds is killed (returncode -14), so a
+    check that stops nothing costs a minute, not a training run.
+    """
     completed = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), json.dumps(commands)],
+        [sys.executable, os.path.abspath(__file__), json.dumps(commands), str(command_timeout)],
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if completed.returncode != 0:
@@ -54,7 +61,7 @@ def _run_as_main(module: str, args: list[str]) -> int:
     return 0
 
 
-def _drive(commands: list[list[str]]) -> list[dict]:
+def _drive(commands: list[list[str]], command_timeout: int) -> list[dict]:
     sys.path.insert(0, REPO)  # as `python -m` from the repository root: ssl_jax, configs
     import ssl_jax  # noqa: F401 - the import every entry point starts with, shared by the forks
 
@@ -64,6 +71,7 @@ def _drive(commands: list[list[str]]) -> list[dict]:
         out, err = (os.path.join(scratch, f"{index}.{kind}") for kind in ("out", "err"))
         pid = os.fork()
         if pid == 0:
+            signal.alarm(command_timeout)  # SIGALRM's default action ends the child
             with open(out, "w") as stdout, open(err, "w") as stderr:
                 os.dup2(stdout.fileno(), 1)
                 os.dup2(stderr.fileno(), 2)
@@ -84,4 +92,4 @@ def _drive(commands: list[list[str]]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_drive(json.loads(sys.argv[1]))))
+    print(json.dumps(_drive(json.loads(sys.argv[1]), int(sys.argv[2]))))
