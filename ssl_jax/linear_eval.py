@@ -13,6 +13,7 @@ from ssl_jax import parallel
 from ssl_jax.evaluation import linear
 
 FLAGS = flags.FLAGS
+HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpshort"}
 
 
 def _define_flags() -> None:
@@ -37,4 +38,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
+    if HELP_FLAGS & set(sys.argv[1:]):  # absl's --help exits with status 1
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     app.run(main)

@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from ssl_jax import parallel, train
 
 FLAGS = flags.FLAGS
+HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpshort"}
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and plots.")
 config_flags.DEFINE_config_file("config", None, "Config file (a get_config(arg) module).")
 flags.DEFINE_string(
@@ -60,4 +61,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if HELP_FLAGS & set(sys.argv[1:]):  # absl's --help exits with status 1
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     app.run(main)

@@ -19,11 +19,11 @@ from clu import metric_writers
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import checkpoint, optim, parallel, preemption, report
+from ssl_jax import checkpoint, config_checks, optim, parallel, preemption, report
 from ssl_jax import loop as loop_lib
 from ssl_jax import probe as probe_lib
 from ssl_jax import workdir as workdir_lib
-from ssl_jax.data import sources
+from ssl_jax.data import images, sources
 from ssl_jax.methods import METHODS, Method
 from ssl_jax.models import ENCODERS
 from ssl_jax.models.bert import BERTS
@@ -38,7 +38,8 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
     """Checks everything that would otherwise fail after compiling, before anything is written.
 
     ``device_count`` is the size of the mesh the batch is split over (``mesh.size``): per-device
-    facts are checked against ``batch_size // device_count``.
+    facts are checked against ``batch_size // device_count``. The field-by-field rules live in
+    ``ssl_jax.config_checks``; the checks here and in the methods are the ones that need more.
     """
     if config.method not in METHODS:
         raise ConfigError(f"unknown method {config.method!r}: use one of {sorted(METHODS)}.")
@@ -57,6 +58,10 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         raise ConfigError(
             f"parallelism={config.parallelism!r}: use 'shard_map' (default) or 'pmap'."
         )
+    # Every field's type and range, and fields set that this method does not read.
+    problem = config_checks.problem(config)
+    if problem:
+        raise ConfigError(problem)
     try:
         METHODS[config.method].validate(config, config.batch_size, device_count)
     except ValueError as error:
@@ -64,6 +69,16 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
     missing = sources.problem(config)
     if missing:
         raise ConfigError(missing)
+    if config.total_steps and config.warmup_epochs and not sources.is_text(config):
+        # An epoch's steps are known once the data is: warm-up in epochs against a fixed run.
+        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
+        examples = images.num_examples(dataset, dataset.train_split, config.data_dir)
+        warmup_steps = int(config.warmup_epochs * max(1, examples // config.batch_size))
+        if warmup_steps >= config.total_steps:
+            raise ConfigError(
+                f"warmup_epochs={config.warmup_epochs} is {warmup_steps} steps, not fewer than "
+                f"total_steps={config.total_steps}: the run would end before its warm-up does."
+            )
 
 
 def train_step(

@@ -7,6 +7,7 @@ Run as ``python -m ssl_jax.data.prepare fashion_mnist``; safe to run again (it d
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import struct
@@ -44,11 +45,11 @@ def _write_atomically(path: str, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-def prepare(name: str, data_dir: str | None = None) -> None:
+def prepare(name: str, data_dir: str | None = None, *, lower_case: bool = True) -> None:
     """Makes ``tfds.load(name, data_dir=data_dir)`` work; a no-op when it already does.
 
     Text corpora (``ssl_jax.data.text.DATASETS``; ``NAME:VOCAB_SIZE`` picks the vocab size) are
-    built with their WordPiece vocab.
+    built with their WordPiece vocab, lower-cased unless ``lower_case`` is False.
     """
     import tensorflow_datasets as tfds
 
@@ -56,7 +57,9 @@ def prepare(name: str, data_dir: str | None = None) -> None:
 
     text_name, _, vocab_size = name.partition(":")
     if text_name in text.DATASETS:
-        dataset = text.prepare(text_name, data_dir, vocab_size=int(vocab_size or 0) or None)
+        dataset = text.prepare(
+            text_name, data_dir, vocab_size=int(vocab_size or 0) or None, lower_case=lower_case
+        )
         print(f"prepared {text_name} ({dataset.tfds_name}) with vocab {dataset.vocab_path}")
         return
 
@@ -81,11 +84,31 @@ def prepare(name: str, data_dir: str | None = None) -> None:
     print(f"prepared {name} in {builder.data_dir}")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ssl_jax.data.prepare",
+        description="Builds tfds datasets offline, into $TFDS_DATA_DIR (default "
+        "~/tensorflow_datasets); does nothing for one already built.",
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        default=["fashion_mnist"],
+        metavar="NAME",
+        help="a tfds image dataset (default fashion_mnist), or a text corpus as NAME or "
+        "NAME:VOCAB_SIZE (ptb, ptb:8192, ...), built with its WordPiece vocab",
+    )
+    parser.add_argument(
+        "--cased", action="store_true", help="text corpora: a cased vocab (text.lower_case=False)"
+    )
+    return parser.parse_args(argv[1:])
+
+
 def main(argv: list[str]) -> None:
-    names = argv[1:] or ["fashion_mnist"]
+    args = parse_args(argv)
     data_dir = os.environ.get("TFDS_DATA_DIR") or None
-    for name in names:
-        prepare(name, data_dir)
+    for name in args.names:
+        prepare(name, data_dir, lower_case=not args.cased)
 
 
 if __name__ == "__main__":

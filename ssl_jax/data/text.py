@@ -44,7 +44,20 @@ class TextDataset:
     default_vocab_size: int = 8192
 
     def vocab(self) -> Vocab:
+        if not os.path.isfile(self.vocab_path):
+            raise ValueError(f"vocab file {self.vocab_path!r} does not exist; {self._vocab_hint()}")
         return load_vocab(self.vocab_path, lower_case=self.lower_case)
+
+    def _vocab_hint(self) -> str:
+        # A path default_vocab_path made names the size, case and data dir to prepare it with.
+        folder, file_name = os.path.split(self.vocab_path)
+        stem, _, size = file_name.removesuffix(".txt").removesuffix("_cased").rpartition("_")
+        if os.path.basename(folder) != "ssl_jax_vocab" or stem != self.name or not size.isdigit():
+            return "point text.vocab_path at a WordPiece vocab file."
+        command = prepare_command(
+            self.name, int(size), not file_name.endswith("_cased.txt"), os.path.dirname(folder)
+        )
+        return f"build it with: {command}"
 
 
 DATASETS = {
@@ -119,17 +132,50 @@ def builder(dataset: TextDataset, data_dir: str | None = None) -> tfds.core.Data
     return tfds.builder(dataset.tfds_name, data_dir=data_dir)
 
 
+def prepare_command(
+    name: str,
+    vocab_size: int | None = None,
+    lower_case: bool = True,
+    data_dir: str | None = None,
+) -> str:
+    """The ``ssl_jax.data.prepare`` command that builds ``name`` and this vocab.
+
+    >>> prepare_command("ptb", vocab_size=8192, data_dir="/data")
+    'TFDS_DATA_DIR=/data python -m ssl_jax.data.prepare ptb:8192'
+    >>> prepare_command("ptb", vocab_size=4096, lower_case=False)
+    'python -m ssl_jax.data.prepare ptb --cased'
+    """
+    target = name
+    if vocab_size and vocab_size != DATASETS[name].default_vocab_size:
+        target = f"{name}:{vocab_size}"
+    command = f"python -m ssl_jax.data.prepare {target}" + ("" if lower_case else " --cased")
+    return f"TFDS_DATA_DIR={data_dir} {command}" if data_dir else command
+
+
 def missing_data_message(name: str, data_dir: str | None = None, **describe_kwargs) -> str | None:
-    """None when ``name`` and its vocab can be read now; otherwise one line saying what to run."""
+    """None when ``name`` and its vocab can be read now; otherwise one line saying what to run.
+
+    The command named builds the vocab asked for (size, case, data dir), not the default one.
+    """
     dataset = describe(name, data_dir=data_dir, **describe_kwargs)
+    prepare = prepare_command(
+        name,
+        describe_kwargs.get("vocab_size"),
+        describe_kwargs.get("lower_case", True),
+        data_dir,
+    )
     if name in builders.BUILDERS:
         message = builders.BUILDERS[name].missing_source_message()
         if message:
-            return f"text dataset {name!r}: {message}, then python -m ssl_jax.data.prepare {name}"
-    prepare = f"python -m ssl_jax.data.prepare {name}"
+            return f"text dataset {name!r}: {message}, then {prepare}"
     if not builder(dataset, data_dir).is_prepared():
         return f"text dataset {name!r} is not prepared in the tfds data dir; run: {prepare}"
     if not os.path.isfile(dataset.vocab_path):
+        if describe_kwargs.get("vocab_path"):
+            return (
+                f"vocab {dataset.vocab_path!r} (text.vocab_path) does not exist: point "
+                f"text.vocab_path at a WordPiece vocab file, or unset it and run: {prepare}"
+            )
         return (
             f"vocab {dataset.vocab_path!r} does not exist; run: {prepare} (or set text.vocab_path)"
         )
