@@ -52,9 +52,7 @@ def _or_none(rule: Rule, none: str | None, allowed: str | None) -> Rule:
     )
 
 
-def integer(
-    low: int | None = None, *, none: str | None = None, allowed: str | None = None
-) -> Rule:
+def integer(low: int | None = None, *, none: str | None = None, allowed: str | None = None) -> Rule:
     """An int >= ``low``; ``none`` says what None means where None is allowed."""
     words = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}.get(
         low, f"an integer >= {low}"

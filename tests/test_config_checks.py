@@ -122,7 +122,9 @@ def test_every_bad_override_fails_through_the_real_entry_point(tmp_path):
         )
         workdirs.append(workdir)
     results = entry_points.run_commands(commands)
-    for (_, override, message), workdir, result in zip(BAD_OVERRIDES, workdirs, results):
+    for (_, override, message), workdir, result in zip(
+        BAD_OVERRIDES, workdirs, results, strict=True
+    ):
         assert result.returncode != 0, override
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0], (override, result.stderr[-2000:])
@@ -185,7 +187,7 @@ def test_every_entry_point_answers_help_with_its_usage():
         "ssl_jax.data.prepare": "NAME:VOCAB_SIZE",
     }
     results = entry_points.run_commands([[module, "--help"] for module in entry_points_and_flags])
-    for (module, flag), result in zip(entry_points_and_flags.items(), results):
+    for (module, flag), result in zip(entry_points_and_flags.items(), results, strict=True):
         assert result.returncode == 0, (module, result.stderr[-2000:])
         assert f"python -m {module}" in result.stdout and flag in result.stdout, module
         assert "Traceback" not in result.stderr, module
