@@ -379,13 +379,6 @@ def combination_problem(config: ml_collections.ConfigDict) -> str | None:
             f"warmup_epochs={config.warmup_epochs} must be fewer than epochs={config.epochs}: "
             "the run would end before its warm-up does."
         )
-    if config.method != "mlm":
-        memory = config.knn.max_memory_examples
-        if memory is not None and config.knn.k > memory:
-            return (
-                f"knn.k={config.knn.k} must be at most knn.max_memory_examples={memory}, the "
-                "neighbours there are to vote."
-            )
     return None
 
 

@@ -58,7 +58,6 @@ BAD_OVERRIDES = ISSUE_OVERRIDES + [
     (SIMCLR, "--config.model.width_multiplier=0", "model.width_multiplier=0.0 must be > 0"),
     (SIMCLR, "--config.model.stem=tiny", "model.stem='tiny' must be one of"),
     (SIMCLR, "--config.knn.temperature=0", "knn.temperature=0.0 must be > 0"),
-    (SIMCLR, "--config.knn.k=600", "knn.k=600 must be at most knn.max_memory_examples=512"),
     (SIMCLR, "--config.probe.learning_rate=-1", "probe.learning_rate=-1.0 must be > 0"),
     (SIMCLR, "--config.nt_xent_reduction=sum", "nt_xent_reduction='sum' must be one of"),
     (SIMCLR, "--config.loss_chunk_size=-3", "loss_chunk_size=-3 must be an integer >= 0"),

@@ -41,7 +41,7 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> 
         hidden_dim=config.head.hidden_dim,
         output_dim=config.head.output_dim,
         num_layers=config.head.num_layers,
-        use_bn=config.head.use_bn,
+        use_bn=config.head.get("use_bn", True),
         last_bn_scale=config.head.get("last_bn_scale", False),  # absent: older configs
         bn_axis_name=bn_axis_name,
         dtype=dtype,
