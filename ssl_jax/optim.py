@@ -24,6 +24,10 @@ def _key_name(key: Any) -> str:
     return str(key)
 
 
+def _frozen(path: tuple[Any, ...]) -> bool:
+    return any("frozen" in _key_name(key) for key in path)
+
+
 def decays(path: tuple[Any, ...]) -> bool:
     """Whether weight decay applies to the parameter at ``path``, judged by what it is.
 
@@ -39,10 +43,9 @@ def decays(path: tuple[Any, ...]) -> bool:
     >>> decays((DictKey("word_embeddings"), DictKey("embedding")))
     True
     """
-    names = [_key_name(key) for key in path]
-    *modules, leaf = names or [""]
-    if any("frozen" in name for name in names):
+    if _frozen(path):
         return False
+    *modules, leaf = [_key_name(key) for key in path] or [""]
     if leaf == "bias" or leaf.endswith("_bias") or leaf == "scale":
         return False
     return not any(_NORM_MODULE.search(module) for module in modules)
@@ -150,9 +153,7 @@ def scale_by_adam_without_bias_correction(
 
 
 def _not_frozen(params: Any) -> Any:
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: not any("frozen" in _key_name(key) for key in path), params
-    )
+    return jax.tree_util.tree_map_with_path(lambda path, _: not _frozen(path), params)
 
 
 def make_optimizer(

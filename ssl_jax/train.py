@@ -23,7 +23,7 @@ from ssl_jax import checkpoint, config_checks, optim, parallel, preemption, repo
 from ssl_jax import loop as loop_lib
 from ssl_jax import probe as probe_lib
 from ssl_jax import workdir as workdir_lib
-from ssl_jax.data import images, sources
+from ssl_jax.data import sources
 from ssl_jax.methods import METHODS, Method
 from ssl_jax.models import ENCODERS
 from ssl_jax.models.bert import BERTS
@@ -69,16 +69,6 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
     missing = sources.problem(config)
     if missing:
         raise ConfigError(missing)
-    if config.total_steps and config.warmup_epochs and not sources.is_text(config):
-        # An epoch's steps are known once the data is: warm-up in epochs against a fixed run.
-        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
-        examples = images.num_examples(dataset, dataset.train_split, config.data_dir)
-        warmup_steps = int(config.warmup_epochs * max(1, examples // config.batch_size))
-        if warmup_steps >= config.total_steps:
-            raise ConfigError(
-                f"warmup_epochs={config.warmup_epochs} is {warmup_steps} steps, not fewer than "
-                f"total_steps={config.total_steps}: the run would end before its warm-up does."
-            )
 
 
 def train_step(
@@ -245,9 +235,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """
     mesh = parallel.make_mesh()
     validate_config(config, mesh.size)
-    problem = workdir_lib.check_and_record_config(config, workdir)
-    if problem:
-        raise ConfigError(problem)
     local_batch_size = config.batch_size // jax.process_count()
     source = sources.build(config, local_batch_size)
     total_steps = config.total_steps
@@ -256,6 +243,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     warmup_steps = config.get("warmup_steps") or int(
         config.warmup_epochs * source.steps_per_epoch() if config.warmup_epochs else 0
     )
+    if config.total_steps and not config.get("warmup_steps") and warmup_steps >= total_steps:
+        # Warm-up in epochs against a fixed run length: an epoch's steps are known from the data.
+        raise ConfigError(
+            f"warmup_epochs={config.warmup_epochs} is {warmup_steps} steps, not fewer than "
+            f"total_steps={total_steps}: the run would end before its warm-up does."
+        )
+    problem = workdir_lib.check_and_record_config(config, workdir)
+    if problem:
+        raise ConfigError(problem)
     schedule, tx = optim.from_config(config, total_steps, warmup_steps)
     method = METHODS[config.method].make(
         config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
