@@ -18,30 +18,45 @@ The notebook API: pure functions and linen modules, usable without the trainer::
 
 A walk-through: notebooks/quickstart.ipynb.
 
-Importing ssl_jax sets one XLA flag for CPU convolutions (``ssl_jax/xla_defaults.py``), so
-import it before the first JAX computation; ``SSL_JAX_XLA_DEFAULTS=0`` turns that off.
+Importing ssl_jax imports no TensorFlow (submodules load when first used) and, for the CPU
+backend only, sets one XLA flag for convolutions (``ssl_jax/xla_defaults.py``), so import it
+before the first JAX computation; ``SSL_JAX_XLA_DEFAULTS=0`` turns that off.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ssl_jax import xla_defaults
 
 # Before anything starts JAX's backend: XLA reads XLA_FLAGS once.
 xla_defaults.apply()
 
-from ssl_jax import (  # noqa: E402
-    augment,
-    checkpoint,
-    losses,
-    masking,
-    methods,
-    models,
-    optim,
-    parallel,
-    probe,
-    train,
-)
-from ssl_jax.data import images  # noqa: E402
-from ssl_jax.evaluation import classifier, features, knn, linear, plots, pretrained  # noqa: E402
-from ssl_jax.state import TrainState  # noqa: E402
+# Submodules load on first attribute access (PEP 562), so ``import ssl_jax`` stays cheap and
+# imports neither TensorFlow nor tfds, clu or ml_collections: the losses, models, augmentations
+# and train step then run on a machine that has JAX alone. Only the input pipeline, the
+# evaluation writers and the trainer's run() need the rest.
+_SUBMODULES = {
+    "TrainState": "ssl_jax.state",
+    "augment": "ssl_jax.augment",
+    "checkpoint": "ssl_jax.checkpoint",
+    "classifier": "ssl_jax.evaluation.classifier",
+    "features": "ssl_jax.evaluation.features",
+    "images": "ssl_jax.data.images",
+    "knn": "ssl_jax.evaluation.knn",
+    "linear": "ssl_jax.evaluation.linear",
+    "losses": "ssl_jax.losses",
+    "masking": "ssl_jax.masking",
+    "methods": "ssl_jax.methods",
+    "models": "ssl_jax.models",
+    "optim": "ssl_jax.optim",
+    "parallel": "ssl_jax.parallel",
+    "plots": "ssl_jax.evaluation.plots",
+    "pretrained": "ssl_jax.evaluation.pretrained",
+    "probe": "ssl_jax.probe",
+    "train": "ssl_jax.train",
+}
 
 __all__ = [
     "TrainState",
@@ -63,3 +78,34 @@ __all__ = [
     "probe",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _SUBMODULES:
+        raise AttributeError(f"module 'ssl_jax' has no attribute {name!r}")
+    module = importlib.import_module(_SUBMODULES[name])
+    value = getattr(module, name) if name == "TrainState" else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
+
+
+if TYPE_CHECKING:
+    from ssl_jax import (
+        augment,
+        checkpoint,
+        losses,
+        masking,
+        methods,
+        models,
+        optim,
+        parallel,
+        probe,
+        train,
+    )
+    from ssl_jax.data import images
+    from ssl_jax.evaluation import classifier, features, knn, linear, plots, pretrained
+    from ssl_jax.state import TrainState

@@ -5,6 +5,8 @@ Multi-process: the same command on every process, joined by the TPU pod or SLURM
 by --coordinator_address=HOST:PORT --num_processes=N --process_id=I (see README "Running at scale").
 """
 
+import importlib.util
+import os
 import sys
 
 from absl import app, flags, logging
@@ -38,6 +40,40 @@ class _QuietLibraries(logging.logging.Filter):
         )
 
 
+def _configs_root() -> str | None:
+    """The folder holding ``configs/``: the installed package's parent, else this checkout's."""
+    spec = importlib.util.find_spec("configs")
+    if spec is not None and spec.submodule_search_locations:
+        return os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return checkout if os.path.isdir(os.path.join(checkout, "configs")) else None
+
+
+def resolve_config_path(argv: list[str]) -> list[str]:
+    """``--config=configs/NAME.py[:arg]`` found from any directory: a relative path missing from
+    the working directory is looked up beside the ``configs`` package (installed or checkout),
+    which then goes on ``sys.path`` so the config's own ``from configs import common`` works.
+    """
+    root = _configs_root()
+    resolved = []
+    for i, arg in enumerate(argv):
+        prefix = next((p for p in ("--config=", "-config=") if arg.startswith(p)), None)
+        if prefix is None and i and argv[i - 1] in ("--config", "-config"):
+            prefix = ""
+        if prefix is None or root is None:
+            resolved.append(arg)
+            continue
+        path, colon, rest = arg[len(prefix) :].partition(":")
+        if path and not os.path.isabs(path) and not os.path.exists(path):
+            candidate = os.path.join(root, path)
+            if os.path.exists(candidate):
+                path = candidate
+                if root not in sys.path:
+                    sys.path.insert(0, root)
+        resolved.append(f"{prefix}{path}{colon}{rest}")
+    return resolved
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -63,4 +99,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     if HELP_FLAGS & set(sys.argv[1:]):  # absl's --help exits with status 1
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-    app.run(main)
+    app.run(main, argv=resolve_config_path(sys.argv))

@@ -11,23 +11,28 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
+from etils import epy
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import checkpoint, config_checks, optim, parallel, preemption, report
-from ssl_jax import loop as loop_lib
+from ssl_jax import checkpoint, optim, parallel, preemption
 from ssl_jax import probe as probe_lib
-from ssl_jax import workdir as workdir_lib
-from ssl_jax.data import sources
 from ssl_jax.methods import METHODS, Method
 from ssl_jax.models import ENCODERS
 from ssl_jax.models.bert import BERTS
 from ssl_jax.state import TrainState
+
+with epy.lazy_imports():
+    import ml_collections
+    from clu import metric_writers
+
+    from ssl_jax import config_checks, report
+    from ssl_jax import loop as loop_lib
+    from ssl_jax import workdir as workdir_lib
+    from ssl_jax.data import sources
 
 
 class ConfigError(ValueError):

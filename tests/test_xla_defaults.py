@@ -34,3 +34,21 @@ def test_import_sets_the_flag_in_a_fresh_process(extra_env, expected):
     # XLA accepted the flag (an unknown one aborts the process at jax.devices()).
     lines = result.stdout.splitlines()
     assert lines and lines[-1].strip() == expected, result.stdout[-2000:]
+
+
+def test_the_flag_is_found_in_this_jaxlib_and_a_made_up_one_is_not():
+    # The check reads jaxlib's binaries; a check that always said yes would pass a flag a
+    # future jaxlib rejects at start-up.
+    assert xla_defaults.jaxlib_knows()
+    assert not xla_defaults.jaxlib_knows("--xla_cpu_no_such_flag_for_ssl_jax")
+
+
+def test_the_flag_stays_out_when_jaxlib_does_not_know_it_or_the_backend_is_not_cpu(monkeypatch):
+    flags = "--xla_force_host_platform_device_count=2"
+    assert xla_defaults.apply({"XLA_FLAGS": flags, "JAX_PLATFORMS": "cuda"}) == flags
+    assert xla_defaults.apply({"XLA_FLAGS": flags, "JAX_PLATFORMS": "tpu,cpu"}) == flags
+    monkeypatch.setattr(xla_defaults, "_accelerator_plugin_installed", lambda: True)
+    assert xla_defaults.apply({"XLA_FLAGS": flags}) == flags  # a GPU plugin: GPU by default
+    assert xla_defaults.apply({"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}) != flags
+    monkeypatch.setattr(xla_defaults, "jaxlib_knows", lambda *_: False)
+    assert xla_defaults.apply({"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}) == flags

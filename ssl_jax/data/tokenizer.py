@@ -13,7 +13,10 @@ import tempfile
 from collections.abc import Iterable
 
 import numpy as np
-import tensorflow as tf
+from etils import epy
+
+with epy.lazy_imports():
+    import tensorflow as tf
 
 # Layout of a vocabulary built here: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then pieces.
 # Google's vocabularies place them elsewhere ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102,

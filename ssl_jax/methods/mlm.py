@@ -13,14 +13,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+from etils import epy
 from jax import lax
 
 from ssl_jax import losses, masking
-from ssl_jax.data import text
 from ssl_jax.data.tokenizer import Vocab
 from ssl_jax.methods.base import Method
 from ssl_jax.models.bert import BERTS, Bert
+
+with epy.lazy_imports():
+    import ml_collections
+
+    from ssl_jax.data import text
 
 
 @dataclasses.dataclass(frozen=True)

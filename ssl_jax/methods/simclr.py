@@ -13,13 +13,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
+from etils import epy
 from jax import lax
 
 from ssl_jax import augment, gradcache, losses
 from ssl_jax.methods.base import Method
 from ssl_jax.models import ProjectionHead, build_encoder
 from ssl_jax.probe import PROBE_FEATURES
+
+with epy.lazy_imports():
+    import ml_collections
 
 
 class SimCLRModel(nn.Module):

@@ -1,9 +1,11 @@
 """Flax linen encoders and heads; ``ENCODERS`` is the one table configs name models from."""
 
+from __future__ import annotations
+
 from typing import Any
 
 import flax.linen as nn
-import ml_collections
+from etils import epy
 
 from ssl_jax.models.bert import BERTS, Bert, BertBase, BertLarge, BertTiny
 from ssl_jax.models.heads import ProjectionHead
@@ -18,6 +20,9 @@ from ssl_jax.models.resnet import (
     ResNet50,
 )
 from ssl_jax.models.vit import VITS, ViT, ViTBase, ViTSmall, ViTTiny
+
+with epy.lazy_imports():
+    import ml_collections
 
 ENCODERS = {**RESNETS, **VITS}
 
