@@ -89,9 +89,25 @@ def test_slurm_submits_itself_then_sruns_one_process_per_task():
         SLURM_SUBMIT_DIR=REPO,
     )  # fmt: skip
     assert inside_job == [
-        ["srun", "--kill-on-bad-exit=1", ".venv/bin/python", "-m", "ssl_jax.main",
+        ["srun", "--label", "--kill-on-bad-exit=1", ".venv/bin/python", "-m", "ssl_jax.main",
          "--config=configs/c.py", "--workdir=/shared/r", *OVERRIDES],
     ]  # fmt: skip
+    with open(os.path.join(REPO, "launch/slurm.sh")) as f:
+        directives = {line.split()[1] for line in f if line.startswith("#SBATCH")}
+    assert {"--signal=TERM@120", "--requeue"} <= directives
+
+
+@pytest.mark.parametrize(
+    "tasks_per_node, expected",
+    [("1", [["export", "JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7"]]), ("8", [])],
+    ids=["per_node_gets_every_gpu", "per_gpu_leaves_jax_to_pick_slurm_localid"],
+)
+def test_slurm_hands_a_per_node_task_every_gpu_of_its_node(tasks_per_node, expected):
+    lines = dry_run(
+        "launch/slurm.sh", "configs/c.py", WORKDIR="/shared/r", SLURM_JOB_ID="7",
+        SLURM_SUBMIT_DIR=REPO, SLURM_NTASKS_PER_NODE=tasks_per_node, SLURM_GPUS_ON_NODE="8",
+    )  # fmt: skip
+    assert lines[:-1] == expected and lines[-1][0] == "srun"
 
 
 @pytest.mark.parametrize("script", ["launch/tpu_pod.sh", "launch/slurm.sh"])
