@@ -41,7 +41,7 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
     batches = images.train_batches(dataset, local_batch_size=4, seed=0, shuffle_buffer=64)
     first_epoch = [next(batches) for _ in range(2)]  # 9 good images: two full batches
     for batch in first_epoch:
-        assert batch["image"].shape == (4, 16, 16, 3) and batch["image"].dtype == np.uint8
+        assert batch["image"].shape == (4, 2, 16, 16, 3) and batch["image"].dtype == np.uint8
     assert batches.skipped_examples == 0  # not known before the pass ends
     next(batches)
     assert batches.skipped_examples == 1
