@@ -41,7 +41,7 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
     batches = images.train_batches(dataset, local_batch_size=4, seed=0, shuffle_buffer=64)
     first_epoch = [next(batches) for _ in range(2)]  # 9 good images: two full batches
     for batch in first_epoch:
-        assert batch["image"].shape == (4, 16, 16, 3) and batch["image"].dtype == np.uint8
+        assert batch["image"].shape == (4, 2, 16, 16, 3) and batch["image"].dtype == np.uint8
     assert batches.skipped_examples == 0  # not known before the pass ends
     next(batches)
     assert batches.skipped_examples == 1
@@ -78,3 +78,33 @@ def test_empty_or_small_splits_are_one_line_config_errors(tmp_path, layout, mess
     with pytest.raises(train.ConfigError, match=message) as error:
         train.validate_config(config, device_count=8)
     assert "\n" not in str(error.value)
+
+
+def test_odd_files_in_a_resized_folder_are_converted_or_skipped_and_counted(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "train" / "a"
+    os.makedirs(folder)
+    os.makedirs(tmp_path / "test" / "a")
+    rng = np.random.default_rng(2)
+    good = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    for index in range(4):
+        write_image(str(folder / f"good{index}.jpg"), good)
+    write_image(str(tmp_path / "test" / "a" / "t.jpg"), good)
+    Image.fromarray(good).convert("CMYK").save(folder / "cmyk.jpg")
+    write_image(str(folder / "deep.png"), (good.astype(np.uint16) * 257))  # 16-bit PNG
+    write_image(str(folder / "dot.png"), good[:1, :1])  # 1 x 1
+    with open(folder / "good0.jpg", "rb") as f:
+        whole = f.read()
+    with open(folder / "truncated.jpg", "wb") as f:
+        f.write(whole[: len(whole) // 2])
+    with open(folder / "notes.png", "wb") as f:
+        f.write(b"not an image at all\n" * 20)
+    dataset = images.describe(f"folder:{tmp_path}", image_size=16)
+    batches = images.train_batches(dataset, local_batch_size=1, seed=0, shuffle_buffer=64)
+    seen = [next(batches)["image"] for _ in range(8)]  # 7 convertible images, then a new epoch
+    for image in seen:
+        assert image.shape == (1, 2, 16, 16, 3) and image.dtype == np.uint8
+    # The CMYK, 16-bit and 1 x 1 images are converted; the truncated JPEG and the text file
+    # are skipped and counted.
+    assert batches.skipped_examples == 2

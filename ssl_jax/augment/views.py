@@ -52,6 +52,7 @@ def simclr_augment(
     blur_prob: float = 0.0,
     solarize_prob: float = 0.0,
     flip: bool = True,
+    crop: bool = True,
 ) -> jax.Array:
     """One SimCLR view of one image: crop, flip, colour jitter, grayscale, blur, solarize.
 
@@ -71,6 +72,8 @@ def simclr_augment(
       blur_prob: probability of Gaussian blur (SimCLR uses 0.5 on ImageNet, none on CIFAR).
       solarize_prob: probability of solarization (BYOL and MoCo v3: 0.2 on the second view).
       flip: whether to flip left-right with probability 1/2.
+      crop: False when ``image`` is already a random crop (cut on the host from the full
+        image): it is only resized to ``out_size`` (if it is not that size already).
 
     Returns:
       [out_size, out_size, C] float32 in [0, 1].
@@ -98,8 +101,11 @@ def simclr_augment(
     flip_gate, jitter_gate, gray_gate, blur_gate = gate_u
 
     height, width, _ = image.shape
-    box = _crop_box_from_uniforms(crop_u, height, width, crop_scale, _CROP_RATIO)
-    image = crop_and_resize(image, box, out_size)
+    if crop:
+        box = _crop_box_from_uniforms(crop_u, height, width, crop_scale, _CROP_RATIO)
+        image = crop_and_resize(image, box, out_size)
+    elif (height, width) != (out_size, out_size):
+        image = crop_and_resize(image, (0, 0, height, width), out_size)
     if flip:
         image = jnp.where(flip_gate < 0.5, image[:, ::-1], image)
     if jitter_prob > 0:
@@ -142,7 +148,9 @@ def simclr_views(
 
     Args:
       rng: PRNG key, e.g. ``fold_in(base_key, step)``.
-      images: [B, H, W, C] uint8 or float in [0, 1], C in {1, 3}.
+      images: [B, H, W, C] uint8 or float in [0, 1], C in {1, 3}; or [B, 2, H, W, C], two
+        crops per example already cut on the host (``images.train_batches`` of a resized
+        dataset), which get every op but the crop.
       example_ids: [B] integer ids (default ``arange(B)``), unique within a step.
       second_view: keyword arguments of :func:`simclr_augment` that differ for view 2, e.g.
         ``{"blur_prob": 0.1, "solarize_prob": 0.2}`` (BYOL, MoCo v3); None or empty: the same.
@@ -153,7 +161,8 @@ def simclr_views(
       ``(view1, view2)``, each [B, out_size, out_size, C] float32 in [0, 1].
 
     Raises:
-      ValueError: if ``images`` is not rank 4 or ``example_ids`` is not of shape [B].
+      ValueError: if ``images`` is not rank 4 (or 5 with 2 views) or ``example_ids`` is not of
+        shape [B].
 
     >>> images = jnp.zeros((2, 8, 8, 3), jnp.uint8)
     >>> view1, view2 = simclr_views(jax.random.key(0), images)
@@ -161,8 +170,11 @@ def simclr_views(
     ((2, 8, 8, 3), dtype('float32'))
     """
     images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"simclr_views expects images [B, H, W, C]; got shape {images.shape}.")
+    host_crops = images.ndim == 5 and images.shape[1] == 2
+    if images.ndim != 4 and not host_crops:
+        raise ValueError(
+            f"simclr_views expects images [B, H, W, C] or [B, 2, H, W, C]; got {images.shape}."
+        )
     batch_size = images.shape[0]
     if example_ids is None:
         example_ids = jnp.arange(batch_size)
@@ -171,7 +183,9 @@ def simclr_views(
         raise ValueError(
             f"simclr_views expects example_ids of shape ({batch_size},); got {example_ids.shape}."
         )
-    augment_kwargs.setdefault("out_size", images.shape[1])
+    augment_kwargs.setdefault("out_size", images.shape[-3])
+    if host_crops:
+        augment_kwargs["crop"] = False
 
     # Both views go through one flat vmap over [2B] (rows 2i, 2i + 1 are example i's views), so
     # the pipeline is traced and compiled once; each fold_in is likewise traced once, batched.
@@ -181,11 +195,16 @@ def simclr_views(
     augment = functools.partial(simclr_augment, **augment_kwargs)
     if second_view:
         unknown = set(second_view) - set(inspect.signature(simclr_augment).parameters)
-        if unknown or "out_size" in second_view:
+        if unknown or "out_size" in second_view or "crop" in second_view:
             raise ValueError(f"simclr_views second_view: unknown or fixed fields {unknown}.")
         pairs = keys.reshape(batch_size, 2, *keys.shape[1:])
         second = functools.partial(simclr_augment, **{**augment_kwargs, **second_view})
-        return jax.vmap(augment)(pairs[:, 0], images), jax.vmap(second)(pairs[:, 1], images)
-    views = jax.vmap(augment)(keys, jnp.repeat(images, 2, axis=0))
+        first_images, second_images = (images[:, 0], images[:, 1]) if host_crops else (images,) * 2
+        return jax.vmap(augment)(pairs[:, 0], first_images), jax.vmap(second)(
+            pairs[:, 1], second_images
+        )
+    # Host crops are already [B, 2, ...] in the rows' order (2i, 2i + 1).
+    flat = images.reshape(-1, *images.shape[2:]) if host_crops else jnp.repeat(images, 2, axis=0)
+    views = jax.vmap(augment)(keys, flat)
     views = views.reshape(batch_size, 2, *views.shape[1:])
     return views[:, 0], views[:, 1]

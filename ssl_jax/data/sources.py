@@ -55,8 +55,20 @@ def problem(config: ml_collections.ConfigDict) -> str | None:
         dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
     except ValueError as error:
         return str(error)
-    return images.missing_data_message(config.dataset, config.data_dir) or images.split_problem(
-        dataset, config.batch_size // jax.process_count(), jax.process_count(), config.data_dir
+    knn = config.get("knn") or {}
+    return (
+        images.missing_data_message(config.dataset, config.data_dir)
+        or images.split_problem(
+            dataset, config.batch_size // jax.process_count(), jax.process_count(), config.data_dir
+        )
+        or images.memory_problem(
+            dataset,
+            cache=config.cache_dataset,
+            max_memory_examples=knn.get("max_memory_examples"),
+            max_test_examples=knn.get("max_test_examples"),
+            process_count=jax.process_count(),
+            data_dir=config.data_dir,
+        )
     )
 
 
@@ -98,7 +110,12 @@ def build(config: ml_collections.ConfigDict, local_batch_size: int) -> Source:
         steps_per_epoch=lambda: max(1, examples // config.batch_size),
         image_size=dataset.image_size,
         sample_batch={"image": np.zeros(shape, np.uint8)},
-        batches=functools.partial(_image_batches, dataset, config.cache_dataset, position),
+        batches=functools.partial(
+            _image_batches,
+            dataset,
+            config.cache_dataset,
+            {**position, "crop_scale": tuple(config.augment.crop_scale)},
+        ),
         monitor=lambda mesh, workdir: KnnMonitor(config, dataset, mesh, workdir),
         num_classes=dataset.num_classes,
     )

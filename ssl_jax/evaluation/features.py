@@ -5,7 +5,7 @@ Each process passes its slice of a split; every process gets the features of all
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -19,8 +19,8 @@ from ssl_jax import parallel
 def extract_features(
     encode: Callable[[Any, jax.Array], jax.Array],
     variables: Any,
-    local_images: np.ndarray,
-    local_labels: np.ndarray,
+    local_images: Any,
+    local_labels: np.ndarray | None,
     mesh: Mesh,
     *,
     batch_size: int,
@@ -31,6 +31,7 @@ def extract_features(
       encode: ``(variables, images [b, H, W, C]) -> features [b, F]``, evaluation mode.
       variables: replicated model variables.
       local_images: this process's images [n, H, W, C]; processes may hold different counts.
+        Or an ``images.SplitStream`` (with ``local_labels`` None): read a batch at a time.
       local_labels: their labels [n].
       mesh: device mesh; ``batch_size`` (global) must divide by its device count.
       batch_size: global number of images per forward pass.
@@ -43,26 +44,62 @@ def extract_features(
     >>> x.shape, y.tolist(), float(x.max())
     ((3, 4), [0, 1, 2], 2.0)
     """
+    if local_labels is None:
+        return extract_feature_stream(
+            encode, variables, local_images, mesh, batch_size=batch_size,
+            count=len(local_images), image_shape=local_images.image_shape,
+        )  # fmt: skip
+    local_batch = batch_size // jax.process_count()
+    chunks = (
+        (local_images[i : i + local_batch], local_labels[i : i + local_batch])
+        for i in range(0, len(local_images), local_batch)
+    )
+    return extract_feature_stream(
+        encode, variables, chunks, mesh, batch_size=batch_size, count=len(local_images),
+        image_shape=local_images.shape[1:], dtype=local_images.dtype,
+    )  # fmt: skip
+
+
+def extract_feature_stream(
+    encode: Callable[[Any, jax.Array], jax.Array],
+    variables: Any,
+    local_batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    mesh: Mesh,
+    *,
+    batch_size: int,
+    count: int,
+    image_shape: tuple[int, ...] | None = None,
+    dtype: Any = np.uint8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``extract_features`` over this process's (images, labels) batches, read one at a time.
+
+    Only features are kept, so memory grows with the split's feature rows, not its pixels.
+    Batches hold at most ``batch_size // process_count`` examples; ``count`` bounds how many this
+    process yields in all (it may yield fewer, e.g. undecodable images skipped);
+    ``image_shape`` (one image's) lets a process whose stream is empty pad its share.
+    """
     local_batch = batch_size // jax.process_count()
     encode_fn = jax.jit(encode, out_shardings=parallel.batch_sharded(mesh))
-    count = len(local_images)
     # Every process must run the same number of steps, whatever its own count.
     num_batches = int(multihost_utils.process_allgather(np.array(-(-count // local_batch))).max())
-    features = []
-    for index in range(num_batches):
-        chunk = local_images[index * local_batch : (index + 1) * local_batch]
-        padded = np.zeros((local_batch, *local_images.shape[1:]), local_images.dtype)
-        padded[: len(chunk)] = chunk
+    batches = iter(local_batches)
+    features, valid, labels, shape = [], [], [], image_shape
+    for _ in range(num_batches):
+        images, batch_labels = next(batches, (None, None))
+        if images is not None:
+            shape, dtype = images.shape[1:], images.dtype
+        padded = np.zeros((local_batch, *shape), dtype)
+        mask, row_labels = np.zeros(local_batch, bool), np.full(local_batch, -1, np.int32)
+        if images is not None:
+            padded[: len(images)], mask[: len(images)] = images, True
+            row_labels[: len(images)] = batch_labels
         output = encode_fn(variables, parallel.to_global(padded, mesh))
         features.append(np.asarray(multihost_utils.process_allgather(output, tiled=True)))
-    valid = np.zeros(num_batches * local_batch, bool)
-    valid[:count] = True
-    labels = np.full(num_batches * local_batch, -1, np.int32)
-    labels[:count] = local_labels
-    valid_all = _gather_rows(valid, num_batches, local_batch)
-    labels_all = _gather_rows(labels, num_batches, local_batch)
-    features_all = np.concatenate(features).reshape(num_batches, -1, features[0].shape[-1])
-    features_all = features_all.reshape(-1, features_all.shape[-1])
+        valid.append(mask)
+        labels.append(row_labels)
+    valid_all = _gather_rows(np.concatenate(valid), num_batches, local_batch)
+    labels_all = _gather_rows(np.concatenate(labels), num_batches, local_batch)
+    features_all = np.concatenate(features).reshape(-1, features[0].shape[-1])
     return features_all[valid_all], labels_all[valid_all]
 
 

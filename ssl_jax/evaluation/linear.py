@@ -87,7 +87,7 @@ def cached_features(
     encoder: pretrained.Pretrained,
     split: str,
     count: int,
-    load_images: Callable[[], tuple[np.ndarray, np.ndarray]],
+    load_images: Callable[[], tuple[Any, np.ndarray | None]],
     *,
     mesh: jax.sharding.Mesh,
     cache_dir: str,
@@ -221,13 +221,17 @@ def _linear_probes(
     splits = {"train": (dataset.memory_split, config.max_train_examples),
               "test": (dataset.test_split, config.max_test_examples)}  # fmt: skip
 
-    @functools.cache
-    def load_images(name: str) -> tuple[np.ndarray, np.ndarray]:
+    def stream(name: str, pixel_size: int | None = None) -> images.SplitStream:
+        # Images are read a batch at a time: memory holds features, never a split's pixels.
         split, limit = splits[name]
-        return images.load_split(
-            dataset, split, max_examples=limit, process_index=jax.process_index(),
-            process_count=jax.process_count(), data_dir=data_dir,
+        return images.SplitStream(
+            dataset, split, batch_size=batch_size // jax.process_count(), max_examples=limit,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            data_dir=data_dir, pixel_size=pixel_size, cache_bytes=0,
         )  # fmt: skip
+
+    def load_images(name: str) -> tuple[images.SplitStream, None]:
+        return stream(name), None
 
     def count(name: str) -> int:
         split, limit = splits[name]
@@ -250,15 +254,19 @@ def _linear_probes(
         scores = classifier.fit_and_score(train, test, config, dataset.num_classes)
         results.update({f"linear_top1{suffix}": scores[1], f"linear_top5{suffix}": scores[5]})
     if config.compare_pixels:
-        train, test = (_all_pixels(*load_images(name)) for name in ("train", "test"))
+        train, test = (
+            _all_pixels(stream(name, images.PIXEL_BASELINE_SIZE)) for name in ("train", "test")
+        )
         scores = classifier.fit_and_score(train, test, config, dataset.num_classes)
         results.update({"linear_top1_pixels": scores[1], "linear_top5_pixels": scores[5]})
     return results
 
 
-def _all_pixels(local_images: np.ndarray, local_labels: np.ndarray):
-    """Every process's images as flat float rows, so all processes fit the same classifier."""
-    pixels = local_images.reshape(len(local_images), -1).astype(np.float32) / 255.0
+def _all_pixels(stream: images.SplitStream):
+    """Every process's (downsampled) images as flat float rows, so all fit the same classifier."""
+    rows = [(x.reshape(len(x), -1).astype(np.float32) / 255.0, y) for x, y in stream]
+    pixels = np.concatenate([x for x, _ in rows])
+    local_labels = np.concatenate([y for _, y in rows])
     gathered = multihost_utils.process_allgather((pixels, local_labels), tiled=True)
     return np.asarray(gathered[0]), np.asarray(gathered[1])
 

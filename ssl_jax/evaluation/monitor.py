@@ -1,6 +1,7 @@
 """The evaluation a pretraining run reports as it goes: kNN top-1 against the raw-pixel baseline.
 
-Called by the trainer at the start, every ``eval_every_steps`` and at the end.
+Called by the trainer at the start, every ``eval_every_steps`` and at the end. Images are
+streamed batch by batch; only feature rows (and the baseline's downsampled pixels) are held.
 """
 
 from __future__ import annotations
@@ -19,19 +20,30 @@ from ssl_jax.methods.base import Method
 
 
 class KnnMonitor:
-    """kNN top-1 of the test split against the memory split, and the raw-pixel baseline."""
+    """kNN top-1 of the test split against the memory split, and the raw-pixel baseline.
+
+    The bank is the first ``knn.max_memory_examples`` of the memory split and the queries the
+    first ``knn.max_test_examples`` of the test split (all when None). The baseline compares
+    pixels downsampled to ``images.PIXEL_BASELINE_SIZE`` (datasets that small are as stored).
+    """
 
     def __init__(self, config, dataset: images.ImageDataset, mesh, workdir: str):
         self.config, self.mesh, self.dataset = config.knn, mesh, dataset
-        load = functools.partial(
-            images.load_split,
+        local_batch = self.config.batch_size // jax.process_count()
+        self._stream = functools.partial(
+            images.SplitStream,
             dataset,
+            batch_size=local_batch,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             data_dir=config.data_dir,
         )
-        self.memory = load(dataset.memory_split, max_examples=self.config.max_memory_examples)
-        self.test = load(dataset.test_split, max_examples=self.config.max_test_examples)
+        limits = self.config.max_memory_examples, self.config.max_test_examples
+        self.memory, self.test = (
+            self._stream(split, max_examples=limit)
+            for split, limit in zip((dataset.memory_split, dataset.test_split), limits, strict=True)
+        )
+        self._limits = limits
         self.baseline_path = os.path.join(workdir, "knn_pixel_baseline.json")
 
     def _accuracy(self, bank, bank_labels, queries, query_labels) -> float:
@@ -47,13 +59,20 @@ class KnnMonitor:
             with open(self.baseline_path) as f:
                 return {"knn_pixel_baseline": json.load(f)["knn_top1"]}
 
-        def everyone(images, labels):
+        def everyone(split, limit):
+            stream = self._stream(
+                split, max_examples=limit, pixel_size=images.PIXEL_BASELINE_SIZE, cache_bytes=0
+            )
+            rows = [(x.reshape(len(x), -1).astype(np.float32), y) for x, y in stream]
+            pixels = np.concatenate([x for x, _ in rows]) if rows else np.zeros((0, 1), np.float32)
+            labels = np.concatenate([y for _, y in rows]) if rows else np.zeros(0, np.int32)
             # Every process scores the whole split, so all report the same baseline.
-            pixels = images.reshape(len(images), -1)
             gathered = multihost_utils.process_allgather((pixels, labels), tiled=True)
             return np.asarray(gathered[0], np.float32), np.asarray(gathered[1])
 
-        accuracy = self._accuracy(*everyone(*self.memory), *everyone(*self.test))
+        bank = everyone(self.dataset.memory_split, self._limits[0])
+        queries = everyone(self.dataset.test_split, self._limits[1])
+        accuracy = self._accuracy(*bank, *queries)
         if jax.process_index() == 0:
             with open(self.baseline_path, "w") as f:
                 json.dump({"knn_top1": accuracy}, f)
@@ -65,6 +84,6 @@ class KnnMonitor:
             features.extract_features, method.encode, variables, mesh=self.mesh,
             batch_size=self.config.batch_size,
         )  # fmt: skip
-        bank, bank_labels = extract(*self.memory)
-        queries, query_labels = extract(*self.test)
+        bank, bank_labels = extract(self.memory, None)
+        queries, query_labels = extract(self.test, None)
         return {"knn_top1": self._accuracy(bank, bank_labels, queries, query_labels)}
