@@ -23,7 +23,7 @@ from ssl_jax import checkpoint, parallel
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
-    """Host metrics; raises unless they are finite or the step was skipped for not being so."""
+    """Host metrics; raises unless they and the new state are finite, or the step was skipped."""
     metrics = {name: float(value) for name, value in metrics.items()}
     if metrics.get("step_skipped"):
         logging.warning("step %d: non-finite gradient, step skipped", step)
@@ -31,6 +31,12 @@ def check_finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
         raise FloatingPointError(
             f"non-finite metrics at step {step}: {metrics}; lower learning_rate, check the data, "
             "or let --config.skip_nonfinite_steps=K skip up to K such steps in a row."
+        )
+    elif metrics.get("nonfinite_state_arrays"):
+        raise FloatingPointError(
+            f"step {step} made {metrics['nonfinite_state_arrays']:.0f} arrays of the state "
+            "non-finite (the update overflowed; loss and gradient were finite); lower "
+            "learning_rate or check lr_scaling. The newest checkpoint is the last finite state."
         )
     return metrics
 

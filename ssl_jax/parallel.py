@@ -220,9 +220,10 @@ def to_global(local_batch: Any, mesh: Mesh) -> Any:
       mesh: the mesh; the global batch is ``local_batch * process_count``.
 
     >>> mesh = make_mesh()
-    >>> batch = to_global({"image": np.zeros((2 * mesh.size, 28, 28, 1), np.uint8)}, mesh)
-    >>> batch["image"].shape[1:], len(batch["image"].addressable_shards) == mesh.size
-    ((28, 28, 1), True)
+    >>> shards = to_global({"label": np.arange(2 * mesh.size)}, mesh)["label"].addressable_shards
+    >>> rows = sorted(shard.data.tolist() for shard in shards)  # two rows each, in order
+    >>> rows == [[i, i + 1] for i in range(0, 2 * mesh.size, 2)]
+    True
     """
     sharding = batch_sharded(mesh)
     return jax.tree.map(

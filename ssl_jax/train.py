@@ -137,7 +137,22 @@ def train_step(
         state = jax.tree.map(lambda old, new: jnp.where(skipped, old, new), kept, state)
         metrics["step_skipped"] = skipped.astype(jnp.float32)
         metrics["skipped_steps"] = opt_state.total_notfinite.astype(jnp.float32)
+    # Finite loss and gradient do not make a finite update (an overflowing step): what would be
+    # saved is checked too, here where it costs one pass over the state instead of a host copy.
+    metrics["nonfinite_state_arrays"] = nonfinite_arrays(
+        (state.params, state.opt_state, state.batch_stats, state.extra, state.probe)
+    )
     return state, metrics
+
+
+def nonfinite_arrays(tree) -> jax.Array:
+    """How many floating-point arrays of ``tree`` hold a NaN or an infinity (float32 scalar)."""
+    flags = [
+        jnp.any(~jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    return jnp.sum(jnp.stack(flags)).astype(jnp.float32) if flags else jnp.zeros((), jnp.float32)
 
 
 def guarded_optimizer(

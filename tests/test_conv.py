@@ -79,6 +79,13 @@ def test_rewrites_add_conditionals_only_when_training(variables):
     assert "conditional(" in _compiled_text(None, variables, train=True)
 
 
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_rewrites_default_off_on_accelerators(variables, monkeypatch, backend):
+    # What the model traces when JAX reports an accelerator: the plain convolutions.
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert "conditional(" not in _compiled_text(None, variables, train=True)
+
+
 @pytest.mark.parametrize("size", [8, 6])
 def test_conv3x3_stride2_values_and_both_gradients_equal_lax(size):
     x = jax.random.normal(jax.random.key(2), (3, size, size, 5))

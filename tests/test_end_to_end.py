@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -96,18 +97,38 @@ def test_missing_dataset_names_the_install_command(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint(tmp_path):
+@pytest.mark.parametrize(
+    "learning_rate, last_finite_step",
+    [
+        # Step 1's update is finite; step 2's overflows the parameters while its loss and
+        # gradient are finite, so only a check of the new state keeps it out of the checkpoint.
+        (1e30, 1),
+        # The first update overflows (loss 81, gradient norm 93.5): nothing may be saved.
+        (3e38, None),
+    ],
+)
+def test_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoint(
+    tmp_path, learning_rate, last_finite_step
+):
     config = simclr_fashion_mnist.get_config("runlocal")
     config.total_steps = 6
     config.checkpoint_every_steps = 1
     config.optimizer = "sgd"
-    config.learning_rate = 1e30
+    config.learning_rate = learning_rate
+    config.lr_scaling = "none"
+    failing_step = (last_finite_step or 0) + 1
     with pytest.raises(
-        FloatingPointError, match="non-finite metrics at step .*lower learning_rate"
+        FloatingPointError,
+        match=f"step {failing_step} made [1-9][0-9]* arrays of the state non-finite.*lower "
+        "learning_rate",
     ):
         train.run(config, str(tmp_path))
-    saved = checkpoint.Checkpointer(str(tmp_path)).latest_step()
-    assert saved is not None and saved < 6
+    checkpoints = checkpoint.Checkpointer(str(tmp_path))
+    assert checkpoints.latest_step() == last_finite_step
+    if last_finite_step is not None:
+        leaves = jax.tree.leaves(checkpoints.restore_arrays(last_finite_step))
+        floating = [leaf for leaf in leaves if np.issubdtype(leaf.dtype, np.inexact)]
+        assert floating and all(np.isfinite(leaf).all() for leaf in floating)
 
 
 @pytest.mark.slow

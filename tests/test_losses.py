@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import losses, parallel
+from ssl_jax import blockwise, losses, parallel
 
 
 def numpy_nt_xent(z1, z2, temperature):
@@ -96,6 +96,18 @@ def test_sharded_nt_xent_value_and_grads_equal_one_device():
         np.testing.assert_allclose(got.reshape(32, 16) / 8, want, rtol=1e-5, atol=1e-7)
 
 
-def test_mask_value_is_finite_in_bfloat16():
-    z = jnp.eye(4, dtype=jnp.bfloat16)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_self_similarity_mask_is_finite_and_weightless(dtype):
+    # The masked logits as the loss builds them, held in each compute dtype: finite (an infinite
+    # mask turns a one-hot cross-entropy's 0 * log(0) into NaN), and of exactly zero weight.
+    anchors = losses.l2_normalize(jax.random.normal(jax.random.key(0), (6, 8))).astype(dtype)
+    own = jnp.arange(6)
+    logits = blockwise._masked_logits(anchors, own, anchors, temperature=0.1).astype(dtype)
+    masked = np.asarray(logits.astype(jnp.float32))[np.arange(6), np.arange(6)]
+    assert np.isfinite(masked).all() and (masked <= -1e3).all(), masked
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    assert (np.asarray(probs)[np.arange(6), np.arange(6)] == 0).all()
+    one_hot = jax.nn.one_hot((own + 3) % 6, 6)
+    assert np.isfinite(float(-jnp.sum(one_hot * jax.nn.log_softmax(logits.astype(jnp.float32)))))
+    z = jnp.eye(4, dtype=dtype)
     assert np.isfinite(float(losses.nt_xent(z, z, temperature=0.1)))

@@ -169,24 +169,37 @@ def test_resumed_moco_run_continues_identically(tmp_path, monkeypatch):
     config.checkpoint_every_steps = 2
     config.eval_every_steps = 100
     config.moco.queue_size = 64  # 2 steps fill it: the resumed steps overwrite restored rows
-    train.run(config, str(tmp_path / "straight"))
+    # The uninterrupted run keeps every step, which the key encoder's check below reads.
+    straight_config = config.copy_and_resolve_references()
+    straight_config.checkpoint_every_steps = 1
+    straight_config.keep_checkpoints = 4
+    train.run(straight_config, str(tmp_path / "straight"))
 
     run_until_crash(config, tmp_path / "resumed", monkeypatch, images, after_batches=3)
     assert checkpoint.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
     train.run(config, str(tmp_path / "resumed"))
 
-    straight = checkpoint.Checkpointer(str(tmp_path / "straight")).restore_arrays(4)
+    straight_checkpoints = checkpoint.Checkpointer(str(tmp_path / "straight"))
+    straight = straight_checkpoints.restore_arrays(4)
     resumed = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(4)
     assert int(resumed["extra"]["queue_ptr"]) == 0
     assert_bitwise_equal(resumed, straight)
-    # The key encoder really moved away from its initial copy of the query encoder.
-    initial = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(2)
-    key_change = jax.tree.map(
-        lambda a, b: np.abs(a - b).max(),
-        resumed["extra"]["key_params"],
-        initial["extra"]["key_params"],
+    # The key encoder after step 4 is the EMA of its step-3 self and the step-4 query encoder.
+    before = straight_checkpoints.restore_arrays(3)
+    momentum = np.float32(config.moco.momentum)
+    expected = jax.tree.map(
+        lambda key, query: momentum * key + (np.float32(1) - momentum) * query,
+        before["extra"]["key_params"],
+        straight["params"],
     )
-    assert max(jax.tree.leaves(key_change)) > 0
+    for got, want in zip(
+        jax.tree.leaves(straight["extra"]["key_params"]), jax.tree.leaves(expected), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    # The two EMA inputs differ, so the check above tells momentum m from 1 - m or from 0.
+    assert not np.allclose(
+        jax.tree.leaves(before["extra"]["key_params"])[0], jax.tree.leaves(straight["params"])[0]
+    )
 
 
 @pytest.mark.slow

@@ -43,9 +43,10 @@ def line_panels(panels: Sequence[Panel], *, title: str = "") -> Figure:
     """Side-by-side axes of metrics against training steps.
 
     >>> steps = np.arange(1, 5)
-    >>> figure = line_panels([Panel("loss", "nt_xent", {"loss": (steps, 1.0 / steps)})])
-    >>> to_rgb(figure).shape[-1]
-    3
+    >>> panel = Panel("loss", "nt_xent", {"loss": (steps, 1.0 / steps)}, hlines={"pixels": 0.3})
+    >>> axes = line_panels([panel]).axes[0]
+    >>> axes.lines[0].get_ydata().tolist(), list(axes.lines[1].get_ydata())
+    ([1.0, 0.5, 0.3333333333333333, 0.25], [0.3, 0.3])
     """
     if not panels:
         raise ValueError("line_panels needs at least one panel.")
@@ -75,8 +76,9 @@ def project_2d(features: np.ndarray, *, method: str = "pca", seed: int = 0) -> n
 
     t-SNE first reduces to 50 dimensions with PCA, as is usual for wide features.
 
-    >>> project_2d(np.eye(4, 3)).shape
-    (4, 2)
+    >>> points = project_2d([[0, 0, 5], [3, 4, 5], [6, 8, 5], [0, 0, 6]])  # on a plane: exact
+    >>> np.round(np.linalg.norm(points[1:] - points[0], axis=1), 4).tolist()
+    [5.0, 10.0, 1.0]
     """
     from sklearn.decomposition import PCA  # scikit-learn loads in ~1 s: only when a map is drawn
     from sklearn.manifold import TSNE
@@ -128,9 +130,11 @@ def embedding_map(
 def view_pairs(images: np.ndarray, view1: np.ndarray, view2: np.ndarray) -> Figure:
     """Rows of (image, view 1, view 2): images [N, H, W, C] uint8 or float, views [N, S, S, C].
 
+    >>> images = np.full((2, 8, 8, 1), 255, np.uint8)
     >>> views = np.zeros((2, 8, 8, 1), np.float32)
-    >>> len(view_pairs(np.zeros((2, 8, 8, 1), np.uint8), views, views).axes)
-    6
+    >>> drawn = [axes.images[0].get_array() for axes in view_pairs(images, views, views).axes]
+    >>> len(drawn), float(drawn[0].max()), float(drawn[1].max())  # uint8 scaled to [0, 1]
+    (6, 1.0, 0.0)
     """
     images, view1, view2 = (np.asarray(x) for x in (images, view1, view2))
     if images.ndim != 4 or view1.shape != view2.shape or len(view1) != len(images):
