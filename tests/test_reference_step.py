@@ -1,0 +1,118 @@
+"""One SimCLR training step against a reference written another way.
+
+The 8-device step (shard_map, global BN, all-gathered NT-Xent, optax LARS) is compared with a
+one-device reference that shares only the model's forward pass and the augmentation: NT-Xent
+from the full 2N x 2N similarity matrix with the positive of anchor i at i ± N, the reference's
+loss_a + loss_b, `jax.grad`, and LARS as google-research/simclr's optimiser writes it (decay
+added to the gradient, trust ratio eta * |w| / |g| on kernels only, momentum over the scaled
+update), in NumPy. A shared bug in the step, the view pairing or LARS shows as a difference.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from test_train_step import tiny_config
+
+from ssl_jax import augment, optim, parallel, train
+from ssl_jax.methods import simclr
+
+# A decay large enough that decaying a bias or BN parameter by mistake moves it well past the
+# tolerance, which float rounding between 8 devices and one sets for the BN parameters.
+LEARNING_RATE, WEIGHT_DECAY, MOMENTUM, TRUST = 0.5, 0.05, 0.9, 1e-3
+IMAGE_SIZE, STEPS = 12, 2
+
+
+def reference_nt_xent(z1, z2, temperature):
+    """loss_a + loss_b: each anchor's cross-entropy over the 2N - 1 other embeddings."""
+    z = jnp.concatenate([z1, z2])
+    z = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+    n = len(z1)
+    similarity = z @ z.T / temperature
+    others = ~jnp.eye(2 * n, dtype=bool)
+    log_normaliser = jnp.log(jnp.sum(jnp.where(others, jnp.exp(similarity), 0.0), axis=1))
+    positive = similarity[jnp.arange(2 * n), (jnp.arange(2 * n) + n) % (2 * n)]
+    return 2.0 * jnp.mean(log_normaliser - positive)
+
+
+def reference_lars(params, grads, velocity):
+    """google-research/simclr's LARS on host arrays; returns (params, velocity)."""
+    new_params, new_velocity = {}, {}
+    for path, weight in params.items():
+        grad = grads[path]
+        if path[-1] == "kernel":  # conv and dense kernels; BN scale/bias and biases are left out
+            grad = grad + WEIGHT_DECAY * weight
+            w_norm, g_norm = np.linalg.norm(weight), np.linalg.norm(grad)
+            ratio = TRUST * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0
+        else:
+            ratio = 1.0
+        new_velocity[path] = MOMENTUM * velocity[path] + LEARNING_RATE * ratio * grad
+        new_params[path] = weight - new_velocity[path]
+    return new_params, new_velocity
+
+
+def flat(tree):
+    return {
+        tuple(str(getattr(k, "key", k)) for k in path): np.asarray(leaf, np.float64)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def test_simclr_step_equals_a_reference_written_another_way():
+    config = tiny_config()
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (16, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+    batch = {"image": images, "label": np.zeros(16, np.int32)}
+
+    mesh = parallel.make_mesh()
+    assert mesh.size == 8
+    method = simclr.make(config, IMAGE_SIZE, parallel.DATA_AXIS)
+    tx = optim.make_optimizer(
+        "lars", optax.constant_schedule(LEARNING_RATE), weight_decay=WEIGHT_DECAY,
+        momentum=MOMENTUM,
+    )  # fmt: skip
+    state = train.create_state(method, tx, 0, batch, mesh)
+    initial = jax.device_get(state)
+    step_fn = train.make_train_step(method, tx, mesh)
+    losses = []
+    for _ in range(STEPS):
+        state, metrics = step_fn(state, parallel.to_global(batch, mesh))
+        losses.append(float(metrics["loss"]))
+    got = jax.device_get(state)
+
+    model = simclr.build_model(config, bn_axis_name=None)
+    aug_kwargs = simclr.augment_kwargs(config, IMAGE_SIZE)
+    params, batch_stats = initial.params, initial.batch_stats
+    velocity = {path: np.zeros_like(leaf) for path, leaf in flat(params).items()}
+    structure = jax.tree.structure(params)
+    want_losses = []
+    for step in range(STEPS):
+        key = jax.random.fold_in(initial.rng, step)
+        view1, view2 = augment.simclr_views(key, jnp.asarray(images), **aug_kwargs)
+
+        def loss_fn(params, batch_stats=batch_stats, view1=view1, view2=view2):
+            (_, projections), updates = model.apply(
+                {"params": params, "batch_stats": batch_stats},
+                jnp.concatenate([view1, view2]),
+                mutable=["batch_stats"],
+            )
+            return reference_nt_xent(projections[:16], projections[16:], config.temperature), (
+                updates["batch_stats"]
+            )
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        want_losses.append(float(loss))
+        new_params, velocity = reference_lars(flat(params), flat(grads), velocity)
+        params = jax.tree.unflatten(structure, [new_params[path] for path in flat(params)])
+
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    want_params = flat(params)
+    for path, leaf in flat(got.params).items():
+        np.testing.assert_allclose(leaf, want_params[path], rtol=2e-4, atol=5e-5, err_msg=path)
+    want_stats = flat(batch_stats)
+    for path, leaf in flat(got.batch_stats).items():
+        np.testing.assert_allclose(leaf, want_stats[path], rtol=1e-4, atol=1e-6, err_msg=path)
+    moved = max(np.abs(a - b).max() for a, b in zip(
+        flat(got.params).values(), flat(initial.params).values(), strict=True
+    ))  # fmt: skip
+    assert moved > 1e-3
