@@ -15,11 +15,10 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import checkpoint, config_checks, optim, parallel, preemption, report
+from ssl_jax import checkpoint, config_checks, optim, parallel, preemption, report, storage
 from ssl_jax import loop as loop_lib
 from ssl_jax import probe as probe_lib
 from ssl_jax import workdir as workdir_lib
@@ -270,15 +269,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         method, tx, config.seed, source.sample_batch, mesh, probe, skip_nonfinite=skip_nonfinite
     )
     checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
+    try:
+        restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
+    except storage.StorageError as error:
+        raise ConfigError(str(error)) from None
     if restored is not None:
         state = restored
         logging.info("resumed from %s at step %d", checkpoints.directory, int(state.step))
     start_step = int(state.step)
 
-    writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=False
-    )
+    writer = storage.create_writer(workdir, just_logging=jax.process_index() > 0)
     writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
     monitor = source.monitor(mesh, workdir)
     results = monitor.baselines()
@@ -309,5 +309,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         results.update(loop(state, start_step, guard, baselines=dict(results)))
     if config.get("plots") and jax.process_index() == 0 and "preempted_at_step" not in results:
         report.write(workdir, writer=writer)
-    writer.flush()
+    writer.close()  # on an object store: uploads the event files and waits
     return results

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ssl_jax import storage
 from ssl_jax.data import images
 from ssl_jax.evaluation import features, knn
 from ssl_jax.methods.base import Method
@@ -32,7 +32,7 @@ class KnnMonitor:
         )
         self.memory = load(dataset.memory_split, max_examples=self.config.max_memory_examples)
         self.test = load(dataset.test_split, max_examples=self.config.max_test_examples)
-        self.baseline_path = os.path.join(workdir, "knn_pixel_baseline.json")
+        self.baseline_path = storage.path(workdir) / "knn_pixel_baseline.json"
 
     def _accuracy(self, bank, bank_labels, queries, query_labels) -> float:
         return knn.knn_accuracy(
@@ -43,9 +43,8 @@ class KnnMonitor:
 
     def baselines(self) -> dict[str, float]:
         """The same kNN on raw pixels (computed once per workdir)."""
-        if os.path.exists(self.baseline_path):
-            with open(self.baseline_path) as f:
-                return {"knn_pixel_baseline": json.load(f)["knn_top1"]}
+        if self.baseline_path.exists():
+            return {"knn_pixel_baseline": json.loads(self.baseline_path.read_text())["knn_top1"]}
 
         def everyone(images, labels):
             # Every process scores the whole split, so all report the same baseline.
@@ -55,8 +54,7 @@ class KnnMonitor:
 
         accuracy = self._accuracy(*everyone(*self.memory), *everyone(*self.test))
         if jax.process_index() == 0:
-            with open(self.baseline_path, "w") as f:
-                json.dump({"knn_top1": accuracy}, f)
+            storage.write_atomically(self.baseline_path, json.dumps({"knn_top1": accuracy}))
         return {"knn_pixel_baseline": accuracy}
 
     def __call__(self, method: Method, state) -> dict[str, float]:
