@@ -251,6 +251,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     problem = workdir_lib.check_and_record_config(config, workdir)
     if problem:
         raise ConfigError(problem)
+    logs = loop_lib.ProcessLogs(workdir)
     schedule, tx = optim.from_config(config, total_steps, warmup_steps)
     method = METHODS[config.method].make(
         config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
@@ -304,10 +305,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         evaluate=functools.partial(monitor, method),
         writer=writer,
         logger=loop_lib.StepLogger(writer, schedule, config.batch_size, total_steps, start_step),
+        logs=logs,
     )
     with preemption.PreemptionGuard() as guard:
         results.update(loop(state, start_step, guard, baselines=dict(results)))
     if config.get("plots") and jax.process_index() == 0 and "preempted_at_step" not in results:
         report.write(workdir, writer=writer)
     writer.close()  # on an object store: uploads the event files and waits
+    logs.close()
     return results
