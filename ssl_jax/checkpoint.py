@@ -1,17 +1,19 @@
 """Orbax checkpoints of the whole ``TrainState`` in ``WORKDIR/checkpoints``: keep-N, async, resume.
 
-Orbax writes each step to a temporary folder and renames it when complete, so an interrupted save
-never replaces a good checkpoint.
+Orbax writes each step to a temporary folder and renames it when complete (on object stores: marks
+it complete last), so an interrupted save never replaces a good checkpoint.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
+
+from ssl_jax import storage
 
 
 def _write_replicated_arrays_once_on_cpu() -> None:
@@ -43,8 +45,8 @@ class Checkpointer:
         self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True
     ):
         _write_replicated_arrays_once_on_cpu()
-        self.workdir = os.path.abspath(workdir)
-        self.directory = os.path.join(self.workdir, "checkpoints")
+        self.workdir = storage.absolute(workdir)
+        self.directory = str(storage.path(self.workdir) / "checkpoints")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=create,
@@ -70,25 +72,52 @@ class Checkpointer:
     def restore_newest_good(self, abstract_state: Any) -> Any | None:
         """The newest checkpoint that restores, or None when there is none.
 
-        A checkpoint that fails to restore (truncated or missing files, as a crash or a full
-        disk leaves them) is renamed ``<step>.corrupt`` with a warning, never deleted, and the
-        next older one is tried; the renaming also keeps the bad step from blocking a new save.
+        A checkpoint that fails to restore because it is damaged (truncated or missing files, as
+        a crash or a full disk leaves them) is moved to ``<step>.corrupt`` with a warning, never
+        deleted, and the next older one is tried; the move also keeps the bad step from blocking
+        a new save. A failure to reach the storage (permission, credentials, timeout) raises
+        ``storage.StorageError`` and sets nothing aside.
         """
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 return self.restore(abstract_state, step)
-            except Exception as error:  # noqa: BLE001 - any failure means unusable
+            except Exception as error:  # noqa: BLE001 - sorted out by _raise_unless_damaged
+                self._raise_unless_damaged(step, error)
                 self._set_aside(step, error)
         return None
 
+    def _raise_unless_damaged(self, step: int, error: Exception) -> None:
+        """Raises ``StorageError`` unless ``error`` says the step's files are damaged."""
+        problem = _access_problem(error)
+        if problem is None:
+            # Reading a small file of the same step tells a damaged step from unreachable storage.
+            try:
+                for name in ("_CHECKPOINT_METADATA", "default/_METADATA"):
+                    candidate = storage.path(self.directory) / str(step) / name
+                    if candidate.exists():
+                        candidate.read_bytes()
+            except FileNotFoundError:
+                pass
+            except Exception as probe_error:  # noqa: BLE001 - any other failure is access
+                problem = probe_error
+        if problem is not None:
+            raise storage.StorageError(
+                f"cannot read checkpoint step {step} in {self.directory} "
+                f"({type(problem).__name__}: {' '.join(str(problem).split())[:200]}); "
+                "check credentials, permissions and the network, then rerun."
+            ) from error
+
     def _set_aside(self, step: int, error: Exception) -> None:
-        path = os.path.join(self.directory, str(step))
-        target = f"{path}.corrupt"
+        path = storage.path(self.directory) / str(step)
+        target = path.parent / f"{step}.corrupt"
         suffix = 1
-        while os.path.exists(target):
-            target, suffix = f"{path}.corrupt{suffix}", suffix + 1
+        while target.exists():
+            target, suffix = path.parent / f"{step}.corrupt{suffix}", suffix + 1
         if jax.process_index() == 0:
-            os.rename(path, target)
+            storage.move_tree(path, target)
+        if jax.process_count() > 1:
+            # Every process lists the steps again only once the move is done.
+            multihost_utils.sync_global_devices(f"checkpoint set aside {step}")
         logging.warning(
             "checkpoint step %d in %s cannot be restored (%s: %s); moved it to %s and "
             "falling back to the previous one",
@@ -107,7 +136,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        path = os.path.join(self.directory, str(step), "default")
+        path = storage.path(self.directory) / str(step) / "default"
         metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
         metadata = getattr(metadata, "tree", metadata)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -124,6 +153,27 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+# Words of gRPC/HTTP statuses (tensorstore puts them in its messages) that mean the storage could
+# not be reached or refused access: the files may be intact.
+_ACCESS_WORDS = (
+    "PERMISSION_DENIED", "UNAUTHENTICATED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "Forbidden",
+    "Unauthorized", "credentials", "HTTP response code: 401", "HTTP response code: 403",
+)  # fmt: skip
+
+
+def _access_problem(error: BaseException) -> BaseException | None:
+    """The error in ``error``'s chain that says the storage was unreachable, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, PermissionError | TimeoutError | ConnectionError):
+            return error
+        if any(word in str(error) for word in _ACCESS_WORDS):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def abstract_like(tree: Any) -> Any:

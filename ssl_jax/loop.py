@@ -17,9 +17,8 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import periodic_actions
 
-from ssl_jax import checkpoint, parallel
+from ssl_jax import checkpoint, parallel, storage
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
@@ -41,32 +40,86 @@ def check_finite(metrics: dict[str, Any], step: int) -> dict[str, float]:
     return metrics
 
 
+def format_duration(seconds: float) -> str:
+    """``[Nd ]HH:MM:SS``: runs of more than a day keep their days."""
+    days, rest = divmod(int(round(seconds)), 86400)
+    hours, rest = divmod(rest, 3600)
+    text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
 class StepLogger:
-    """Writes step metrics with learning rate, throughput and ETA; returns the loss."""
+    """The one progress reporter: step metrics with learning rate, throughput and ETA.
+
+    Throughput and ETA count from ``started`` (called once the first step, which compiles, is
+    done), so they describe the steady state. Only process 0 prints; every process writes the
+    scalars its writer keeps (process 0's writes event files, the others' only log).
+    """
 
     def __init__(self, writer, schedule, batch_size: int, total_steps: int, start_step: int):
         self.writer, self.schedule = writer, schedule
         self.batch_size, self.total_steps = batch_size, total_steps
         self.last = (time.perf_counter(), start_step)
 
+    def started(self, step: int) -> None:
+        self.last = (time.perf_counter(), step)
+
     def __call__(self, step: int, metrics: dict[str, float]) -> float:
         now = time.perf_counter()
-        steps_per_sec = (step - self.last[1]) / (now - self.last[0])
-        self.last = (now, step)
-        scalars = dict(
-            metrics,
-            learning_rate=float(self.schedule(step - 1)),
-            examples_per_sec=steps_per_sec * self.batch_size,
-        )
+        elapsed, steps = now - self.last[0], step - self.last[1]
+        steps_per_sec = steps / elapsed if steps > 0 and elapsed > 0 else float("nan")
+        if steps > 0:
+            self.last = (now, step)
+        scalars = dict(metrics, learning_rate=float(self.schedule(step - 1)))
+        if math.isfinite(steps_per_sec):
+            scalars["examples_per_sec"] = steps_per_sec * self.batch_size
+            scalars["steps_per_sec"] = steps_per_sec
         self.writer.write_scalars(step, scalars)
-        eta = time.strftime("%H:%M:%S", time.gmtime((self.total_steps - step) / steps_per_sec))
-        probe = f"  probe top-1 {scalars['probe_top1']:.3f}" if "probe_top1" in scalars else ""
-        logging.info(
-            "step %d/%d  loss %.4f%s  %.2f steps/s  %.0f examples/s  ETA %s",
-            step, self.total_steps, scalars["loss"], probe, steps_per_sec,
-            scalars["examples_per_sec"], eta,
-        )  # fmt: skip
+        if jax.process_index() == 0:
+            eta = (
+                format_duration((self.total_steps - step) / steps_per_sec)
+                if math.isfinite(steps_per_sec)
+                else "-"
+            )
+            probe = f"  probe top-1 {scalars['probe_top1']:.3f}" if "probe_top1" in scalars else ""
+            logging.info(
+                "step %d/%d  loss %.4f%s  %.2f steps/s  %.0f examples/s  ETA %s",
+                step, self.total_steps, scalars["loss"], probe, steps_per_sec,
+                steps_per_sec * self.batch_size, eta,
+            )  # fmt: skip
         return scalars["loss"]
+
+
+class ProcessLogs:
+    """Every log line of this process, also in ``WORKDIR/logs/process_<i>.log``.
+
+    The console keeps what it shows today (process 0 alone prints step lines); the file holds
+    each process's full log, reaching an object store at each ``sync`` and at ``close``.
+    """
+
+    _active: ProcessLogs | None = None
+
+    def __init__(self, workdir: str):
+        if ProcessLogs._active is not None:  # a run in this process that raised before close
+            ProcessLogs._active.close()
+        ProcessLogs._active = self
+        self.mirror = storage.Mirror(os.path.join(workdir, "logs"))
+        path = os.path.join(self.mirror.local, f"process_{jax.process_index()}.log")
+        self._handler = logging.logging.FileHandler(path)
+        self._handler.setFormatter(logging.PythonFormatter())
+        self._handler.setLevel(logging.logging.INFO)
+        logging.logging.getLogger().addHandler(self._handler)
+
+    def sync(self) -> None:
+        self._handler.flush()
+        self.mirror.sync()
+
+    def close(self) -> None:
+        if ProcessLogs._active is self:
+            ProcessLogs._active = None
+        logging.logging.getLogger().removeHandler(self._handler)
+        self._handler.close()
+        self.mirror.close()
 
 
 def report_eval(writer, step: int, metrics: dict[str, float], baselines: dict[str, float]):
@@ -88,27 +141,31 @@ class Loop:
     evaluate: Any
     writer: Any
     logger: Any
+    logs: ProcessLogs | None = None
 
     def __call__(self, state, start_step: int, guard, *, baselines) -> dict[str, Any]:
         config, results = self.config, {}
-        progress = periodic_actions.ReportProgress(
-            num_train_steps=self.total_steps, writer=self.writer
-        )
         # The first step compiles; tracing from the second shows the steady state.
         profile = range(start_step + 2, start_step + 2 + config.get("profile_steps", 0))
+        if len(profile):
+            self._profile_dir = storage.Mirror(os.path.join(self.checkpoints.workdir, "profile"))
         try:
             for step in range(start_step + 1, self.total_steps + 1):
                 if step in profile and step == profile.start:
-                    jax.profiler.start_trace(os.path.join(self.checkpoints.workdir, "profile"))
+                    jax.profiler.start_trace(self._profile_dir.local)
                 state, metrics = self.step_fn(
                     state, parallel.to_global(next(self.batches), self.mesh)
                 )
                 if step in profile and (step == profile.stop - 1 or step == self.total_steps):
                     jax.block_until_ready(state)
                     jax.profiler.stop_trace()
+                    self._profile_dir.close()
                     logging.info("profile of steps %d-%d written", profile.start, step)
-                progress(step)
-                preempted = guard.should_stop(step, config.log_every_steps)
+                if step == start_step + 1:
+                    # Once, so that throughput and ETA leave the compilation out.
+                    jax.block_until_ready(metrics)
+                    self.logger.started(step)
+                preempted = guard.should_stop(step)
                 is_last = step == self.total_steps
                 should_save = preempted or is_last or step % config.checkpoint_every_steps == 0
                 if step % config.log_every_steps == 0 or should_save:
@@ -121,6 +178,9 @@ class Loop:
                     results["loss"] = self.logger(step, metrics)
                 if should_save:
                     self.checkpoints.save(step, state)
+                    self.writer.flush()  # on an object store this starts the events' upload
+                    if self.logs is not None:
+                        self.logs.sync()
                 if preempted:
                     logging.warning(
                         "stopped at step %d on request; checkpoint saved, rerun the same command "

@@ -9,6 +9,7 @@ checkpoint yet, no evaluation logged) skips its plot with a warning.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from ssl_jax import augment, masking
+from ssl_jax import augment, masking, storage
 from ssl_jax.data import images, sources
 from ssl_jax.evaluation import plots
 from ssl_jax.methods import mlm, simclr
@@ -48,10 +49,9 @@ def _knn_accuracy(run: RunReader) -> plots.Figure:
     if not series:
         raise Missing("no 'knn_top1' or 'probe_top1' scalars in the event files yet")
     baselines = {}
-    path = os.path.join(run.workdir, "knn_pixel_baseline.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            baselines["kNN top-1 on raw pixels"] = json.load(f)["knn_top1"]
+    path = storage.path(run.workdir, "knn_pixel_baseline.json")
+    if path.exists():
+        baselines["kNN top-1 on raw pixels"] = json.loads(path.read_text())["knn_top1"]
     panel = plots.Panel("accuracy during pretraining", "top-1 accuracy", series, baselines)
     return plots.line_panels([panel], title=run.title())
 
@@ -217,7 +217,7 @@ def write(
     run = RunReader(workdir, embedding=embedding, max_embedding_examples=max_embedding_examples)
     makers = TEXT_PLOTS if sources.is_text(run.config) else IMAGE_PLOTS
     directory = os.path.join(workdir, PLOTS_DIR)
-    os.makedirs(directory, exist_ok=True)
+    storage.makedirs(directory)
     paths, rendered = [], {}
     for name, make in makers.items():
         try:
@@ -229,7 +229,9 @@ def write(
             logging.exception("report: %s failed; the other plots go on", name)
             continue
         path = os.path.join(directory, f"{name}.png")
-        plots.save_png(figure, path)
+        png = io.BytesIO()
+        plots.save_png(figure, png)
+        storage.write_atomically(path, png.getvalue())
         paths.append(path)
         if writer is not None:
             rendered[f"{PLOTS_DIR}/{name}"] = plots.to_rgb(figure)

