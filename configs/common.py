@@ -77,6 +77,8 @@ def base() -> ml_collections.ConfigDict:
     config.adam_bias_correction = True  # False: google-research/bert's AdamWeightDecayOptimizer
     # Scale the gradient down to this global norm before the optimiser; None: no clipping.
     config.clip_global_norm = ml_collections.FieldReference(None, field_type=float)
+    # Top-level parameter groups whose learning rate stays at its peak (SimSiam's predictor).
+    config.fixed_lr_modules = ()
 
     config.temperature = 0.5
     # NT-Xent in blocks of this many anchors (exact, O(N x chunk) memory): None picks it above
@@ -98,8 +100,16 @@ def base() -> ml_collections.ConfigDict:
     # stride-2 gradients without dilation); None is on for the CPU backend only.
     config.model.cpu_conv_rewrites = ml_collections.FieldReference(None, field_type=bool)
     # The output layer's BN learns a scale (SimCLR's head); MoCo v3 sets last_bn_scale=False.
+    # last_bn: BN on the projection (read by BYOL, SimSiam, Barlow Twins and VICReg).
     config.head = ml_collections.ConfigDict(
-        dict(hidden_dim=2048, output_dim=128, num_layers=2, use_bn=True, last_bn_scale=True)
+        dict(
+            hidden_dim=2048,
+            output_dim=128,
+            num_layers=2,
+            use_bn=True,
+            last_bn=True,
+            last_bn_scale=True,
+        )
     )
     # SimCLR's loss: "sum_over_views" is the reference code's loss_a + loss_b (twice the mean
     # over the 2N anchors); "mean" is that mean.
@@ -132,6 +142,12 @@ def base() -> ml_collections.ConfigDict:
     )
     # last_bn: BN on the predictor's output (MoCo v3's ViT predictor; not its ResNet one).
     config.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, num_layers=2, last_bn=True))
+    # BYOL's target network: EMA momentum, rising to 1 by a cosine over the run.
+    config.byol = ml_collections.ConfigDict(dict(momentum=0.996, momentum_cosine=True))
+    # Barlow Twins: off-diagonal weight lambda, and a factor on the whole loss.
+    config.barlow_twins = ml_collections.ConfigDict(dict(lambda_offdiag=0.0051, scale=1.0))
+    # VICReg: invariance, variance and covariance weights (lambda, mu, nu).
+    config.vicreg = ml_collections.ConfigDict(dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0))
     config.knn = ml_collections.ConfigDict(
         dict(
             k=200,

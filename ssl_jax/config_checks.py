@@ -173,6 +173,13 @@ SHARED: dict[str, Rule] = {
     "adam_eps": number(0, low_open=True),
     "adam_bias_correction": BOOL,
     "clip_global_norm": number(0, low_open=True, none="no clipping"),
+    "fixed_lr_modules": Rule(
+        "a tuple of top-level parameter names (e.g. ('predictor',)), or () for none",
+        lambda value: (
+            isinstance(value, (tuple, list))
+            and all(isinstance(name, str) and name for name in value)
+        ),
+    ),
     "temperature": number(0, low_open=True),
     "model.name": one_of({**ENCODERS, **BERTS}),
     "log_every_steps": integer(1),
@@ -230,6 +237,32 @@ MOCO: dict[str, Rule] = {
     "predictor.last_bn": BOOL,
 }
 
+# The two-view methods without negatives (methods.siamese): projector, and predictor if any.
+_PROJECTOR: dict[str, Rule] = {"head.last_bn": BOOL}
+_PREDICTOR: dict[str, Rule] = {
+    "predictor.hidden_dim": integer(1),
+    "predictor.num_layers": integer(1),
+    "predictor.last_bn": BOOL,
+}
+BYOL: dict[str, Rule] = {
+    **_PROJECTOR,
+    **_PREDICTOR,
+    "byol.momentum": FRACTION_OF_ONE,
+    "byol.momentum_cosine": BOOL,
+}
+SIMSIAM: dict[str, Rule] = {**_PROJECTOR, **_PREDICTOR}
+BARLOW_TWINS: dict[str, Rule] = {
+    **_PROJECTOR,
+    "barlow_twins.lambda_offdiag": number(0),
+    "barlow_twins.scale": number(0, low_open=True),
+}
+VICREG: dict[str, Rule] = {
+    **_PROJECTOR,
+    "vicreg.sim_coeff": number(0),
+    "vicreg.std_coeff": number(0),
+    "vicreg.cov_coeff": number(0),
+}
+
 # Read by text runs, and by linear_eval's BBC probe from the run's config.json (mlm.probe_*).
 TEXT: dict[str, Rule] = {
     "model.name": one_of(BERTS),
@@ -254,6 +287,10 @@ TABLES: dict[str, tuple[dict[str, Rule], ...]] = {
     "simclr": (SHARED, IMAGE, SIMCLR),
     "moco": (SHARED, IMAGE, MOCO),
     "mlm": (SHARED, TEXT),
+    "byol": (SHARED, IMAGE, BYOL),
+    "simsiam": (SHARED, IMAGE, SIMSIAM),
+    "barlow_twins": (SHARED, IMAGE, BARLOW_TWINS),
+    "vicreg": (SHARED, IMAGE, VICREG),
 }
 
 # The shared presets of configs/common.py each method's configs build on: a field that holds
@@ -263,6 +300,10 @@ _PRESETS = {
     "simclr": ("base", "imagenet(base)", "shrink_for_runlocal(base)"),
     "moco": ("base", "imagenet(base)", "shrink_for_runlocal(base)"),
     "mlm": ("text_base",),
+    **{
+        method: ("base", "imagenet(base)", "shrink_for_runlocal(base)")
+        for method in ("byol", "simsiam", "barlow_twins", "vicreg")
+    },
 }
 
 
@@ -335,7 +376,7 @@ def field_problem(config: ml_collections.ConfigDict) -> str | None:
     if method not in TABLES:
         return f"method={method!r} must be {one_of(TABLES).allowed}."
     rules = rules_for(method)
-    every_field = {path for table in (SHARED, IMAGE, SIMCLR, MOCO, TEXT) for path in table}
+    every_field = {path for tables in TABLES.values() for table in tables for path in table}
     presets = preset_configs(method)
     for path, value in _leaves(config, every_field):
         rule = rules.get(path)

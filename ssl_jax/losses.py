@@ -20,11 +20,16 @@ __all__ = [
     "AUTO_CHUNK_MIN_LOGITS",
     "AUTO_CHUNK_SIZE",
     "auto_chunk_size",
+    "barlow_twins_loss",
+    "byol_loss",
     "info_nce",
     "l2_normalize",
     "mean_over_devices",
     "mlm_loss",
     "nt_xent",
+    "simsiam_loss",
+    "vicreg_loss",
+    "vicreg_terms",
 ]
 
 
@@ -263,3 +268,228 @@ def mlm_loss(
     loss_sum, correct_sum, total = sums
     denominator = jnp.maximum(total, 1e-8)
     return loss_sum / denominator, correct_sum / denominator
+
+
+def _pair(name: str, a: ArrayLike, b: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"{name} expects two arrays of the same shape [n, d]; got {a.shape}, {b.shape}."
+        )
+    return a.astype(jnp.float32), b.astype(jnp.float32)
+
+
+def _global_sum(x: jax.Array, axis_name: Hashable | None) -> jax.Array:
+    """Sum over this device's rows, then over devices: a batch statistic of the global batch."""
+    return _over_devices(jnp.sum(x, axis=0), axis_name)
+
+
+def _over_devices(x: jax.Array, axis_name: Hashable | None) -> jax.Array:
+    return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def _global_rows(n: int, axis_name: Hashable | None) -> int:
+    return n if axis_name is None else n * lax.axis_size(axis_name)
+
+
+def byol_loss(p: ArrayLike, z: ArrayLike, *, axis_name: Hashable | None = None) -> jax.Array:
+    """BYOL's normalised MSE, ``||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z)``, mean over the batch.
+
+    One direction of BYOL's symmetric loss: the method adds the two views' terms. Gradients
+    flow into ``z`` as into ``p``; BYOL passes target projections under stop_gradient.
+
+    Args:
+      p: [n, d] online predictions on this device.
+      z: [n, d] target projections, row i pairing with row i of ``p``.
+      axis_name: mapped axis over which the batch is split; value and gradient are those of
+        the mean over the global batch (``mean_over_devices``).
+
+    Returns:
+      A float32 scalar in [0, 4], the same on every device.
+
+    >>> import jax.numpy as jnp
+    >>> p = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+    >>> z = jnp.array([[3.0, 0.0], [1.0, 0.0]])  # parallel, then orthogonal: (0 + 2) / 2
+    >>> float(byol_loss(p, z))
+    1.0
+
+    References:
+      Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020 (arXiv:2006.07733), eq. 2.
+    """
+    p, z = _pair("byol_loss", p, z)
+    local = jnp.mean(jnp.sum(jnp.square(l2_normalize(p) - l2_normalize(z)), axis=-1))
+    return mean_over_devices(local, axis_name)
+
+
+def simsiam_loss(p: ArrayLike, z: ArrayLike, *, axis_name: Hashable | None = None) -> jax.Array:
+    """Negative cosine similarity ``-cos(p, z)``, mean over the batch (SimSiam's D, eq. 1).
+
+    One direction of SimSiam's symmetric loss ``D(p1, z2) / 2 + D(p2, z1) / 2``; the caller
+    puts ``z`` under stop_gradient.
+
+    Args:
+      p: [n, d] predictions on this device.
+      z: [n, d] projections of the other view, row i pairing with row i of ``p``.
+      axis_name: mapped axis over which the batch is split (``mean_over_devices``).
+
+    Returns:
+      A float32 scalar in [-1, 1], the same on every device.
+
+    >>> import jax.numpy as jnp
+    >>> p = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+    >>> z = jnp.array([[3.0, 0.0], [1.0, -1.0]])  # cos 1 and -1/sqrt(2)
+    >>> round(float(simsiam_loss(p, z)), 4)  # -(1 - 0.7071) / 2
+    -0.1464
+    >>> float(simsiam_loss(p, p))
+    -1.0
+
+    References:
+      Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021
+      (arXiv:2011.10566), eq. 1-2.
+    """
+    p, z = _pair("simsiam_loss", p, z)
+    local = -jnp.mean(jnp.sum(l2_normalize(p) * l2_normalize(z), axis=-1))
+    return mean_over_devices(local, axis_name)
+
+
+def _off_diagonal_square_sum(matrix: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(matrix)) - jnp.sum(jnp.square(jnp.diagonal(matrix)))
+
+
+def barlow_twins_loss(
+    z1: ArrayLike,
+    z2: ArrayLike,
+    *,
+    lambda_offdiag: float = 0.0051,
+    eps: float = 1e-5,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """Barlow Twins: the views' cross-correlation matrix pushed to the identity.
+
+    Each view's embeddings are standardised per dimension with the mean and (biased) variance
+    of the *global* batch, as the reference code's affine-free synchronised BatchNorm does:
+    ``(z - mean) / sqrt(var + eps)``. ``C = z1n^T z2n / N`` over the N global examples, and the
+    loss is ``sum_i (1 - C_ii)^2 + lambda_offdiag * sum_{i != j} C_ij^2``. With ``axis_name``
+    the means, variances and C are sums over every device's rows (``psum``), so the value, the
+    same on every device, and its gradient are the one-device ones on the global batch.
+
+    Args:
+      z1: [n, d] projections of the first view on this device.
+      z2: [n, d] projections of the second view, row i pairing with row i of ``z1``.
+      lambda_offdiag: weight of the redundancy-reduction (off-diagonal) term.
+      eps: added to the variance before the square root (BatchNorm's epsilon).
+      axis_name: mapped axis over which the batch is split, or None.
+
+    Returns:
+      A float32 scalar, the same on every device.
+
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[1.0, 2.0], [-1.0, 0.0], [1.0, -2.0], [-1.0, 0.0]])
+    >>> round(float(barlow_twins_loss(z, z, lambda_offdiag=1.0, eps=0.0)), 6)  # C = I
+    0.0
+    >>> round(float(barlow_twins_loss(z, -z, lambda_offdiag=1.0, eps=0.0)), 6)  # C = -I: 2 x 2^2
+    8.0
+
+    References:
+      Zbontar et al., "Barlow Twins: Self-Supervised Learning via Redundancy Reduction", ICML
+      2021 (arXiv:2103.03230), eq. 1-2; facebookresearch/barlowtwins main.py.
+    """
+    z1, z2 = _pair("barlow_twins_loss", z1, z2)
+    count = _global_rows(z1.shape[0], axis_name)
+
+    def standardise(z):
+        mean = _global_sum(z, axis_name) / count
+        var = _global_sum(jnp.square(z - mean), axis_name) / count
+        return (z - mean) * lax.rsqrt(var + eps)
+
+    n1, n2 = standardise(z1), standardise(z2)
+    c = _over_devices(n1.T @ n2, axis_name) / count  # [d, d]
+    on_diagonal = jnp.sum(jnp.square(1.0 - jnp.diagonal(c)))
+    return on_diagonal + lambda_offdiag * _off_diagonal_square_sum(c)
+
+
+def vicreg_terms(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    eps: float = 1e-4,
+    axis_name: Hashable | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """VICReg's invariance, variance and covariance terms, each over the global batch.
+
+    - invariance: the mean over all N x d entries of ``(x - y)^2`` (``F.mse_loss``);
+    - variance: ``mean_j relu(1 - sqrt(var_j + eps))`` per view (unbiased variance over the N
+      global examples), averaged over the two views;
+    - covariance: ``sum_{i != j} Cov_ij^2 / d`` per view (covariance with N - 1), summed over
+      the two views.
+
+    With ``axis_name`` the means and covariances are sums over every device's rows (``psum``)
+    and the invariance term a mean over devices, so each term and its gradient are the
+    one-device ones on the global batch.
+
+    Args:
+      x: [n, d] projections of the first view on this device.
+      y: [n, d] projections of the second view.
+      eps: added to the variance before the square root.
+      axis_name: mapped axis over which the batch is split, or None.
+
+    Returns:
+      ``(invariance, variance, covariance)``, float32 scalars, the same on every device.
+
+    References:
+      Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
+      Self-Supervised Learning", ICLR 2022 (arXiv:2105.04906), eq. 1-6;
+      facebookresearch/vicreg main_vicreg.py.
+    """
+    x, y = _pair("vicreg_terms", x, y)
+    count = _global_rows(x.shape[0], axis_name)
+    dim = x.shape[1]
+    invariance = mean_over_devices(jnp.mean(jnp.square(x - y)), axis_name)
+
+    def variance_and_covariance(z):
+        centred = z - _global_sum(z, axis_name) / count
+        cov = _over_devices(centred.T @ centred, axis_name) / (count - 1)
+        std = jnp.sqrt(jnp.diagonal(cov) + eps)
+        return jnp.mean(jax.nn.relu(1.0 - std)), _off_diagonal_square_sum(cov) / dim
+
+    var_x, cov_x = variance_and_covariance(x)
+    var_y, cov_y = variance_and_covariance(y)
+    return invariance, (var_x + var_y) / 2, cov_x + cov_y
+
+
+def vicreg_loss(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """VICReg: ``sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance``.
+
+    The terms are ``vicreg_terms``' (variance and covariance over the global batch).
+
+    Args:
+      x: [n, d] projections of the first view on this device.
+      y: [n, d] projections of the second view, row i pairing with row i of ``x``.
+      sim_coeff, std_coeff, cov_coeff: the paper's lambda, mu and nu (25, 25, 1).
+      eps: added to the variance before the square root.
+      axis_name: mapped axis over which the batch is split, or None.
+
+    Returns:
+      A float32 scalar, the same on every device.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0]])  # var 8/3, cov 0
+    >>> round(float(vicreg_loss(x, x)), 6)  # identical views, spread out, decorrelated
+    0.0
+    >>> round(float(vicreg_loss(jnp.zeros((4, 2)), x, eps=0.0)), 4)  # 25 * 2 + 25 * 1 / 2
+    62.5
+
+    References:
+      Bardes, Ponce & LeCun, ICLR 2022 (arXiv:2105.04906), eq. 6.
+    """
+    invariance, variance, covariance = vicreg_terms(x, y, eps=eps, axis_name=axis_name)
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance

@@ -5,6 +5,7 @@ Weight decay and LARS trust ratios skip biases, norm parameters and frozen ones.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -237,16 +238,48 @@ def from_config(config: Any, total_steps: int, warmup_steps: int):
     """
     peak = peak_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
     schedule = make_schedule(peak, total_steps, warmup_steps, config.schedule)
-    tx = make_optimizer(
-        config.optimizer,
-        schedule,
-        weight_decay=config.weight_decay,
-        momentum=config.momentum,
-        nesterov=config.get("nesterov", True),
-        b2=config.get("adam_b2", 0.999),
-        eps=config.get("adam_eps", 1e-8),
-        bias_correction=config.get("adam_bias_correction", True),
-        decay_all_params=config.get("decay_all_params", False),
-        clip_global_norm=config.get("clip_global_norm"),
+    fixed = tuple(config.get("fixed_lr_modules", ()) or ())
+    clip = config.get("clip_global_norm")
+
+    def optimizer(schedule, clip_global_norm):
+        return make_optimizer(
+            config.optimizer,
+            schedule,
+            weight_decay=config.weight_decay,
+            momentum=config.momentum,
+            nesterov=config.get("nesterov", True),
+            b2=config.get("adam_b2", 0.999),
+            eps=config.get("adam_eps", 1e-8),
+            bias_correction=config.get("adam_bias_correction", True),
+            decay_all_params=config.get("decay_all_params", False),
+            clip_global_norm=clip_global_norm,
+        )
+
+    if not fixed:
+        return schedule, optimizer(schedule, clip)
+    # SimSiam's --fix-pred-lr: the named groups keep the peak rate; clipping sees every group.
+    tx = optax.multi_transform(
+        {"scheduled": optimizer(schedule, None), "fixed": optimizer(lambda _: peak, None)},
+        functools.partial(fixed_lr_labels, fixed),
     )
+    if clip is not None:
+        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     return schedule, tx
+
+
+def fixed_lr_labels(modules: tuple[str, ...], params: Any) -> Any:
+    """ "fixed" for parameters under a top-level name in ``modules``, "scheduled" for the rest.
+
+    >>> fixed_lr_labels(("predictor",), {"encoder": 1.0, "predictor": {"kernel": 2.0}})
+    {'encoder': 'scheduled', 'predictor': {'kernel': 'fixed'}}
+    """
+    names = {_key_name(path[0]) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+    missing = sorted(set(modules) - names)
+    if missing:
+        raise ValueError(
+            f"fixed_lr_modules names {missing}, which are not parameter groups of this model: "
+            f"use some of {sorted(names)}."
+        )
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "fixed" if _key_name(path[0]) in modules else "scheduled", params
+    )

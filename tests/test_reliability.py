@@ -2,8 +2,8 @@
 and a workdir restarted with another config.
 
 SSL_JAX_KILL_POINTS=50 runs the kill test at 50 random moments instead of 2;
-SSL_JAX_KILL_CONFIG=configs/moco_v2_fashion_mnist.py (or configs/bert_mlm_ptb.py) runs the
-SIGKILL and SIGTERM tests on another method.
+SSL_JAX_KILL_CONFIG=configs/moco_v2_fashion_mnist.py (or bert_mlm_ptb.py, byol_fashion_mnist.py,
+any config) runs the SIGKILL and SIGTERM tests on another method.
 """
 
 import os

@@ -5,9 +5,27 @@ Each entry is a module with ``make(config, image_size, bn_axis_name, *, total_st
 settings, per-device facts checked against each device's share of the batch.
 """
 
-from ssl_jax.methods import mlm, moco, simclr
+from ssl_jax.methods import barlow_twins, byol, mlm, moco, simclr, simsiam, vicreg
 from ssl_jax.methods.base import Method
 
-METHODS = {"simclr": simclr, "moco": moco, "mlm": mlm}
+METHODS = {
+    "simclr": simclr,
+    "moco": moco,
+    "mlm": mlm,
+    "byol": byol,
+    "simsiam": simsiam,
+    "barlow_twins": barlow_twins,
+    "vicreg": vicreg,
+}
 
-__all__ = ["METHODS", "Method", "mlm", "moco", "simclr"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "barlow_twins",
+    "byol",
+    "mlm",
+    "moco",
+    "simclr",
+    "simsiam",
+    "vicreg",
+]

@@ -1,0 +1,68 @@
+"""BYOL: an online network with a predictor regresses an EMA target network's projections.
+
+The target (parameters and BN statistics) lives in ``TrainState.extra`` and moves once per step.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import ml_collections
+from jax import lax
+
+from ssl_jax import losses
+from ssl_jax.methods import siamese
+from ssl_jax.methods.moco import ema_update, momentum_at
+
+
+def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs):
+    view1, view2 = siamese.two_views(rng, batch["image"], axis_name, aug_kwargs)
+    (online1, online2), batch_stats = siamese.apply_per_view(
+        model, params, state.batch_stats, (view1, view2)
+    )
+    extra = state.extra
+    (target1, target2), target_batch_stats = siamese.apply_per_view(
+        model, extra["target_params"], extra["target_batch_stats"], (view1, view2), predict=False
+    )
+    z1, z2 = lax.stop_gradient(target1[1]), lax.stop_gradient(target2[1])
+    # byol_experiment.py: the two directions added, then the mean over the batch.
+    loss = losses.byol_loss(online1[2], z2, axis_name=axis_name) + losses.byol_loss(
+        online2[2], z1, axis_name=axis_name
+    )
+    mutated = {
+        "batch_stats": batch_stats,
+        "extra": dict(extra, target_batch_stats=target_batch_stats),
+        **siamese.probe_features(online1[0]),
+    }
+    return loss, (mutated, {"loss": loss})
+
+
+def _after_update(state, *, momentum_fn):
+    # The optimiser step just taken is step ``state.step - 1`` counted from 0: its momentum is
+    # the schedule's value there (byol_experiment.py uses the step before incrementing it).
+    momentum = momentum_fn(state.step - 1)
+    target = ema_update(state.extra["target_params"], state.params, momentum)
+    return state.replace(extra=dict(state.extra, target_params=target))
+
+
+def validate(
+    config: ml_collections.ConfigDict, global_batch_size: int, device_count: int = 1
+) -> None:
+    """Raises ValueError for settings BYOL cannot train with (field ranges: config_checks)."""
+    del global_batch_size, device_count  # BN needs nothing BYOL's fields do not give
+
+
+def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int | None = None):
+    """BYOL's functions (model, head, predictor, byol, augment fields).
+
+    The target's momentum rises from ``byol.momentum`` to 1 by a cosine over ``total_steps``
+    (``byol.momentum_cosine``), or stays fixed.
+    """
+    momentum_fn = functools.partial(
+        momentum_at, base=config.byol.momentum, total_steps=total_steps,
+        cosine=config.byol.momentum_cosine,
+    )  # fmt: skip
+    return siamese.make_method(
+        config, image_size, bn_axis_name, loss=_loss, with_predictor=True, with_target=True,
+        after_update=functools.partial(_after_update, momentum_fn=momentum_fn),
+    )  # fmt: skip
