@@ -76,16 +76,15 @@ class StepLogger:
             scalars["steps_per_sec"] = steps_per_sec
         self.writer.write_scalars(step, scalars)
         if jax.process_index() == 0:
-            eta = (
-                format_duration((self.total_steps - step) / steps_per_sec)
-                if math.isfinite(steps_per_sec)
-                else "-"
-            )
+            if math.isfinite(steps_per_sec):
+                eta = format_duration((self.total_steps - step) / steps_per_sec)
+                speed = f"{steps_per_sec:.2f} steps/s  {scalars['examples_per_sec']:.0f} examples/s"
+            else:  # the compiling first step: no rate yet
+                eta, speed = "-", "compiled"
             probe = f"  probe top-1 {scalars['probe_top1']:.3f}" if "probe_top1" in scalars else ""
             logging.info(
-                "step %d/%d  loss %.4f%s  %.2f steps/s  %.0f examples/s  ETA %s",
-                step, self.total_steps, scalars["loss"], probe, steps_per_sec,
-                steps_per_sec * self.batch_size, eta,
+                "step %d/%d  loss %.4f%s  %s  ETA %s",
+                step, self.total_steps, scalars["loss"], probe, speed, eta,
             )  # fmt: skip
         return scalars["loss"]
 

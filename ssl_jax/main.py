@@ -5,9 +5,11 @@ Multi-process: the same command on every process, joined by the TPU pod or SLURM
 by --coordinator_address=HOST:PORT --num_processes=N --process_id=I (see README "Running at scale").
 """
 
+import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -32,12 +34,46 @@ flags.mark_flags_as_required(["config", "workdir"])
 class _QuietLibraries(logging.logging.Filter):
     """Keeps library INFO chatter (checkpoint I/O details) off the console; warnings still pass."""
 
-    _NOISY = ("/orbax/", "/tensorflow_datasets/", "/clu/metric_writers/")
+    # jax's xla_bridge: the INFO line about each accelerator plugin it probed and did not find.
+    _NOISY = ("/orbax/", "/tensorflow_datasets/", "/clu/metric_writers/", "/jax/_src/xla_bridge")
 
     def filter(self, record: logging.logging.LogRecord) -> bool:
         return record.levelno >= logging.logging.WARNING or not any(
             part in record.pathname for part in self._NOISY
         )
+
+
+@contextlib.contextmanager
+def _native_stderr_held_back():
+    """Holds back what native code writes to stderr meanwhile; replays it if the block fails."""
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _start_tensorflow_quietly() -> None:
+    """Imports TensorFlow (tf.data and tfds only) with its GPUs hidden, without its start-up lines.
+
+    On machines without a GPU its C++ start-up prints CUDA probing and a ``cuInit`` error before
+    any log level applies; SSL_JAX_VERBOSE=1 lets them through. TF-free installs skip this.
+    """
+    if os.environ.get("SSL_JAX_VERBOSE") or importlib.util.find_spec("tensorflow") is None:
+        return
+    with _native_stderr_held_back():
+        import tensorflow as tf
+
+        tf.config.set_visible_devices([], "GPU")
 
 
 def _configs_root() -> str | None:
@@ -78,6 +114,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    _start_tensorflow_quietly()
     try:
         parallel.initialize(
             FLAGS.coordinator_address,
