@@ -72,7 +72,7 @@ bench() {
 if [ "$SMOKE" -eq 1 ]; then
   # The same code paths (bf16, ImageNet stem, MLM, NT-Xent) at sizes a CPU compiles in seconds.
   bench 90 benchmarks/simclr_step.py --model=resnet18 --stem=imagenet --image_size=32 \
-    --dtype=bfloat16 --batch_size=4 --steps=1 --rounds=1 "${NO_TORCH[@]}"
+    --dtype=bfloat16 --batch_size=4 --steps=1 --rounds=1 --peak_matmul_size=512 "${NO_TORCH[@]}"
   bench 60 benchmarks/mlm_step.py --model=bert_tiny --batch_size=4 --seq_len=32 \
     --max_predictions=5 --dtype=bfloat16 --steps=1 --rounds=1 "${NO_TORCH[@]}"
   bench 60 benchmarks/nt_xent_memory.py --sizes=256 --chunk_size=64 --rounds=1 "${NO_TORCH[@]}"
