@@ -179,7 +179,11 @@ def test_slurm_script_runs_two_tasks_that_equal_one_process(slurm, tmp_path):
     workdir, dumps, hook_dir = tmp_path / "run", tmp_path / "dumps", tmp_path / "hook"
     for folder in (workdir, dumps, hook_dir):
         folder.mkdir()
-    (hook_dir / "sitecustomize.py").write_text(textwrap.dedent(HOOK) + NO_EVAL)
+    # Only in the trainer: the job's other Pythons (slurm.sh's venv check) skip the hook's imports.
+    hook = textwrap.indent(textwrap.dedent(HOOK) + NO_EVAL, "    ")
+    (hook_dir / "sitecustomize.py").write_text(
+        f"import sys\n\nif 'ssl_jax.main' in sys.orig_argv:\n{hook}"
+    )
     xla_flags = [
         f for f in os.environ.get("XLA_FLAGS", "").split()
         if not f.startswith("--xla_force_host_platform_device_count")
