@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--chunk_size", type=int, default=1024, help="anchors per block")
     parser.add_argument("--rounds", type=int, default=2, help="fresh-process runs per case")
+    parser.add_argument("--no_torch", action="store_true", help="JAX side only")
     args = parser.parse_args()
     if args.worker:
         harness.serve({"jax": jax_worker, "torch": torch_worker}[args.worker])
@@ -127,8 +128,10 @@ def main() -> None:
         cases.append(("jax_chunked", "jax", args.chunk_size))
     else:
         note = "losses.nt_xent takes no chunk_size yet: chunked column skipped"
-    cases.append(("torch_naive", "torch", 0))
-    python = {"jax": harness.jax_python(), "torch": harness.torch_python()}
+    python = {"jax": harness.jax_python()}
+    if not args.no_torch:
+        cases.append(("torch_naive", "torch", 0))
+        python["torch"] = harness.torch_python()
     record = {"benchmark": "nt_xent_memory", "dim": args.dim, "chunk_size": args.chunk_size,
               "rounds": args.rounds, "note": note}  # fmt: skip
     for n in (int(size) for size in args.sizes.split(",")):
@@ -148,8 +151,8 @@ def main() -> None:
             }
             if "xla_temp_bytes" in results[0]:
                 entry[name]["xla_temp_gib"] = round(results[0]["xla_temp_bytes"] / 2**30, 3)
-        torch_s = entry["torch_naive"]["seconds"]
-        for name in list(entry):
+        torch_s = entry.get("torch_naive", {}).get("seconds")
+        for name in list(entry) if torch_s else ():
             if name.startswith("jax"):
                 entry[f"{name}_speedup_over_torch"] = round(torch_s / entry[name]["seconds"], 2)
         record[f"n{n}"] = entry

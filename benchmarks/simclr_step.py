@@ -67,7 +67,7 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
     run_steps = harness.jax_step_timer(compiled, state, batch)
-    peak = matmul_peak_flops(args["dtype"])
+    peak = matmul_peak_flops(args["dtype"], args.get("peak_matmul_size"))
     info = {
         "side": "jax",
         "device": jax.devices()[0].device_kind,
@@ -101,12 +101,12 @@ def _skip_augmentation() -> None:
     augment.simclr_views = given_views
 
 
-def matmul_peak_flops(dtype: str) -> float:
+def matmul_peak_flops(dtype: str, n: int | None = None) -> float:
     """Best of a few large square matmuls in ``dtype``: the peak an MFU is taken against."""
     import jax
     import jax.numpy as jnp
 
-    n = 4096 if jax.default_backend() == "cpu" else 16384
+    n = n or (4096 if jax.default_backend() == "cpu" else 16384)
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     matmul = jax.jit(jnp.matmul)
@@ -240,6 +240,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds")
     parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
     parser.add_argument("--no_torch", action="store_true", help="JAX side only")
+    parser.add_argument(
+        "--peak_matmul_size", type=int, help="side of the MFU's peak matmuls (4096 CPU, 16384 GPU)"
+    )
     args = parser.parse_args()
     if args.worker:
         harness.serve({"jax": jax_worker, "torch": torch_worker}[args.worker])
@@ -248,7 +251,15 @@ def main() -> None:
         args.batch_size, args.rounds, args.steps = 16, 2, 1
     setup = {
         key: getattr(args, key)
-        for key in ("batch_size", "image_size", "model", "stem", "dtype", "steps")
+        for key in (
+            "batch_size",
+            "image_size",
+            "model",
+            "stem",
+            "dtype",
+            "steps",
+            "peak_matmul_size",
+        )
     }
     variants = [
         (flags.strip(), views.strip(), rewrites.strip())

@@ -74,3 +74,7 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
   datasets+=(fashion_mnist)
 fi
 "$VENV/bin/python" -m ssl_jax.data.prepare "${datasets[@]}"
+if [ "$RUNTIME_ONLY" -eq 0 ]; then
+  # tests/test_gcs.py's local GCS API, in a venv of its own.
+  PYTHON="$PYTHON" bash tests/tools/gcs_emulator_venv.sh
+fi

@@ -57,7 +57,9 @@ fi
 # Inside the job (sbatch copies the script, so the checkout is the submit directory).
 cd "${SLURM_SUBMIT_DIR:-.}"
 VENV="${VENV:-.venv}"
-if [ "$DRY_RUN" -eq 0 ] && ! "$VENV/bin/python" -c "import jax" 2> /dev/null; then
+# find_spec, not import: a second of jax import per job start is a second of nothing.
+if [ "$DRY_RUN" -eq 0 ] && ! "$VENV/bin/python" -c \
+    "import importlib.util as u, sys; sys.exit(u.find_spec('jax') is None)" 2> /dev/null; then
   echo "error: $VENV/bin/python has no jax: run 'bash launch/setup.sh --runtime --cuda12'" \
     "on the shared filesystem, or set VENV." >&2
   exit 2
