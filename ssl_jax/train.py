@@ -5,6 +5,7 @@ Methods plug in through ``ssl_jax.methods.METHODS``; nothing here knows which on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -271,66 +272,73 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     problem = workdir_lib.check_and_record_config(config, workdir)
     if problem:
         raise ConfigError(problem)
-    logs = loop_lib.ProcessLogs(workdir)
-    schedule, tx = optim.from_config(config, total_steps, warmup_steps)
-    method = METHODS[config.method].make(
-        config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
-    )
-    probe = None
-    if config.get("probe") and config.probe.enabled and source.num_classes:
-        probe = probe_lib.OnlineProbe(source.num_classes, optax.adam(config.probe.learning_rate))
-    logging.info(
-        "process %d/%d, %d local / %d global devices; %d steps, global batch %d",
-        jax.process_index(), jax.process_count(), jax.local_device_count(), mesh.size,
-        total_steps, config.batch_size,
-    )  # fmt: skip
+    # On any failure too: the event files and logs reach the workdir (an object store only gets
+    # them by upload) and the log handler leaves the root logger.
+    with contextlib.ExitStack() as cleanup:
+        logs = loop_lib.ProcessLogs(workdir)
+        cleanup.callback(logs.close)
+        schedule, tx = optim.from_config(config, total_steps, warmup_steps)
+        method = METHODS[config.method].make(
+            config, source.image_size, parallel.DATA_AXIS, total_steps=total_steps
+        )
+        probe = None
+        if config.get("probe") and config.probe.enabled and source.num_classes:
+            probe = probe_lib.OnlineProbe(
+                source.num_classes, optax.adam(config.probe.learning_rate)
+            )
+        logging.info(
+            "process %d/%d, %d local / %d global devices; %d steps, global batch %d",
+            jax.process_index(), jax.process_count(), jax.local_device_count(), mesh.size,
+            total_steps, config.batch_size,
+        )  # fmt: skip
 
-    skip_nonfinite = config.get("skip_nonfinite_steps", 0)
-    state = create_state(
-        method, tx, config.seed, source.sample_batch, mesh, probe, skip_nonfinite=skip_nonfinite
-    )
-    checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    try:
-        restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
-    except storage.StorageError as error:
-        raise ConfigError(str(error)) from None
-    if restored is not None:
-        state = restored
-        logging.info("resumed from %s at step %d", checkpoints.directory, int(state.step))
-    start_step = int(state.step)
+        skip_nonfinite = config.get("skip_nonfinite_steps", 0)
+        state = create_state(
+            method, tx, config.seed, source.sample_batch, mesh, probe, skip_nonfinite=skip_nonfinite
+        )
+        checkpoints = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+        try:
+            restored = checkpoints.restore_newest_good(checkpoint.abstract_like(state))
+        except storage.StorageError as error:
+            raise ConfigError(str(error)) from None
+        if restored is not None:
+            state = restored
+            logging.info("resumed from %s at step %d", checkpoints.directory, int(state.step))
+        start_step = int(state.step)
 
-    writer = storage.create_writer(workdir, just_logging=jax.process_index() > 0)
-    writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
-    monitor = source.monitor(mesh, workdir)
-    results = monitor.baselines()
-    if start_step == 0:
-        initial = monitor(method, state)
-        loop_lib.report_eval(writer, 0, initial, results)
-        results.update({f"{name}_init": value for name, value in initial.items()})
+        writer = storage.create_writer(workdir, just_logging=jax.process_index() > 0)
+        cleanup.callback(writer.close)  # on an object store: uploads and waits
+        writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
+        monitor = source.monitor(mesh, workdir)
+        results = monitor.baselines()
+        if start_step == 0:
+            initial = monitor(method, state)
+            loop_lib.report_eval(writer, 0, initial, results)
+            results.update({f"{name}_init": value for name, value in initial.items()})
 
-    loop = loop_lib.Loop(
-        config=config,
-        mesh=mesh,
-        total_steps=total_steps,
-        step_fn=make_train_step(
-            method,
-            tx,
-            mesh,
-            config.get("parallelism", "shard_map"),
-            probe,
-            skip_nonfinite=skip_nonfinite,
-        ),  # fmt: skip
-        batches=source.batches(start_step),
-        checkpoints=checkpoints,
-        evaluate=functools.partial(monitor, method),
-        writer=writer,
-        logger=loop_lib.StepLogger(writer, schedule, config.batch_size, total_steps, start_step),
-        logs=logs,
-    )
-    with preemption.PreemptionGuard() as guard:
-        results.update(loop(state, start_step, guard, baselines=dict(results)))
-    if config.get("plots") and jax.process_index() == 0 and "preempted_at_step" not in results:
-        report.write(workdir, writer=writer)
-    writer.close()  # on an object store: uploads the event files and waits
-    logs.close()
-    return results
+        loop = loop_lib.Loop(
+            config=config,
+            mesh=mesh,
+            total_steps=total_steps,
+            step_fn=make_train_step(
+                method,
+                tx,
+                mesh,
+                config.get("parallelism", "shard_map"),
+                probe,
+                skip_nonfinite=skip_nonfinite,
+            ),  # fmt: skip
+            batches=source.batches(start_step),
+            checkpoints=checkpoints,
+            evaluate=functools.partial(monitor, method),
+            writer=writer,
+            logger=loop_lib.StepLogger(
+                writer, schedule, config.batch_size, total_steps, start_step
+            ),
+            logs=logs,
+        )
+        with preemption.PreemptionGuard() as guard:
+            results.update(loop(state, start_step, guard, baselines=dict(results)))
+        if config.get("plots") and jax.process_index() == 0 and "preempted_at_step" not in results:
+            report.write(workdir, writer=writer)
+        return results

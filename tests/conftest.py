@@ -24,3 +24,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssl_jax_jit_cache_")
+
+# Scripts the tests start in other interpreters (the GCS emulator's own venv), not test modules.
+collect_ignore_glob = ["tools/*"]

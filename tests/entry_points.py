@@ -63,7 +63,16 @@ def _run_as_main(module: str, args: list[str]) -> int:
 
 def _drive(commands: list[list[str]], command_timeout: int) -> list[dict]:
     sys.path.insert(0, REPO)  # as `python -m` from the repository root: ssl_jax, configs
-    import ssl_jax  # noqa: F401 - the import every entry point starts with, shared by the forks
+    # What every entry point imports (TensorFlow, tfds, clu, the trainer), once, shared by the
+    # forks: `import ssl_jax` alone loads them lazily, which would cost each child ~10 s. Not the
+    # entry-point modules themselves: each child runs one as __main__ and defines its flags.
+    import tensorflow_datasets  # noqa: F401
+    from clu import metric_writers  # noqa: F401
+
+    import ssl_jax.data.images  # noqa: F401
+    import ssl_jax.data.text  # noqa: F401
+    import ssl_jax.evaluation.linear  # noqa: F401
+    import ssl_jax.train  # noqa: F401
 
     scratch = tempfile.mkdtemp(prefix="entry_points_")
     results = []

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import functools
 
-import ml_collections
+from etils import epy
 from jax import lax
 
 from ssl_jax import losses
 from ssl_jax.methods import siamese
 from ssl_jax.methods.moco import ema_update, momentum_at
+
+with epy.lazy_imports():
+    import ml_collections
 
 
 def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs):

@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
+from etils import epy
 from jax import lax
 
 from ssl_jax import augment
@@ -21,6 +21,9 @@ from ssl_jax.methods.base import Method
 from ssl_jax.methods.simclr import augment_kwargs
 from ssl_jax.models import ProjectionHead, build_encoder
 from ssl_jax.probe import PROBE_FEATURES
+
+with epy.lazy_imports():
+    import ml_collections
 
 
 class SiameseModel(nn.Module):

@@ -5,11 +5,14 @@ No target network and no negatives; the predictor's learning rate may stay fixed
 
 from __future__ import annotations
 
-import ml_collections
+from etils import epy
 from jax import lax
 
 from ssl_jax import losses
 from ssl_jax.methods import siamese
+
+with epy.lazy_imports():
+    import ml_collections
 
 
 def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs):

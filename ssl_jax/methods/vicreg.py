@@ -5,10 +5,13 @@ The three terms are logged beside the weighted loss.
 
 from __future__ import annotations
 
-import ml_collections
+from etils import epy
 
 from ssl_jax import losses
 from ssl_jax.methods import siamese
+
+with epy.lazy_imports():
+    import ml_collections
 
 
 def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs, coeffs):
