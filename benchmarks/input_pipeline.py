@@ -12,7 +12,8 @@ their windows (``decode_and_crop_jpeg``) and resized to 224, uint8 [b, 2, 224, 2
 is applied later on the device. torchvision's side is the usual PIL recipe: open, convert to RGB,
 RandomResizedCrop(224) + RandomHorizontalFlip twice, uint8 tensors (PILToTensor), num_workers =
 cores. Both processes are pinned to the same cores (sched_setaffinity; tf.data's private
-threadpool has as many threads). A round is a fresh pass of a fixed number of images (about
+threadpool has as many threads; its shuffle buffer is the same share of the epoch as the
+trainer's 50,000 on ImageNet). A round is a fresh pass of a fixed number of images (about
 --round_s seconds of work, from a calibration pass), timed from its first request to its last
 batch, so nothing prefetched while the other side ran is counted.
 """
@@ -36,9 +37,12 @@ _DATA_DIR = "/tmp/ssl_jax_input_pipeline"
 _ASPECTS = (4 / 3, 3 / 2, 1.0, 3 / 4, 2 / 3)
 # Photos among scikit-image's bundled data (drawings, text, microscopy and grey images left out).
 _SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left",
-                   "motorcycle_right", "hubble_deep_field")  # fmt: skip
+                   "motorcycle_right", "hubble_deep_field", "retina")  # fmt: skip
 _FOOLBOX = "foolbox==3.3.4"
 _TEST_IMAGES = 64
+# The trainer's shuffle buffer over ImageNet's train split: the share of an epoch each pass of
+# the pipeline fills before its first batch, kept at that share on the small folder here.
+_TRAINER_BUFFER, _IMAGENET_TRAIN = 50_000, 1_281_167
 _CROP_SIZE = 224
 
 
@@ -159,7 +163,9 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
 
     def run_pass(batches: int) -> float:
         seed[0] += 1
-        stream = images.train_batches(dataset, local_batch_size=batch, seed=seed[0])
+        stream = images.train_batches(
+            dataset, local_batch_size=batch, seed=seed[0], shuffle_buffer=args["shuffle_buffer"]
+        )
         start = time.perf_counter()
         for _ in range(batches):
             shape = next(stream)["image"].shape
@@ -318,7 +324,9 @@ def main() -> None:
     load_start = round(os.getloadavg()[0], 2)
     torch_python = harness.torch_python()
     path, built = ensure_folder(args.data_dir, args.images, torch_python)
-    setup = {"path": path, "cores": cores, "batch_size": args.batch_size, "round_s": args.round_s}
+    buffer = max(16, round(built["train"] * _TRAINER_BUFFER / _IMAGENET_TRAIN))
+    setup = {"path": path, "cores": cores, "batch_size": args.batch_size,
+             "round_s": args.round_s, "shuffle_buffer": buffer}  # fmt: skip
     env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     workers = [
         harness.Worker(harness.jax_python(), _SCRIPT, "jax", setup, env),
@@ -329,6 +337,7 @@ def main() -> None:
     record = {"benchmark": "input_pipeline", "images": built["train"],
               "source_photos": built["sources"], "image_size": _CROP_SIZE, "cores": args.cores,
               "batch_size": args.batch_size, "rounds": args.rounds, "round_s": args.round_s,
+              "shuffle_buffer": buffer,
               "load_avg_start": load_start, "a100_images_per_s": args.a100_images_per_s,
               "h100_over_a100": args.h100_over_a100, "h100_images_per_s": round(h100)}  # fmt: skip
     rates = {}
