@@ -9,10 +9,12 @@ from ssl_jax import train
 from ssl_jax.evaluation import linear
 
 
-def main(folder: str, workdir: str) -> None:
+def main(folder: str, workdir: str, image_size: str) -> None:
     config = simclr_fashion_mnist.get_config("runlocal")
     config.dataset = f"folder:{folder}"
-    config.image_size = 32
+    config.image_size = int(image_size)
+    config.model.width_multiplier = 0.0625
+    config.model.stem = "imagenet"
     config.total_steps = 2
     config.batch_size = 16
     config.plots = False
