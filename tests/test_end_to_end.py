@@ -124,9 +124,8 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoint(
         f"non-finite metrics at step {failing_step}:).*lower learning_rate",
     ):
         train.run(config, str(tmp_path))
-    # The failed run closed its log file and writer: nothing stays attached to the root logger.
+    # The failed run closed its process log: its handler left the root logger.
     assert loop.ProcessLogs._active is None
-    assert "step 0 evaluation" in (tmp_path / "logs" / "process_0.log").read_text()
     checkpoints = checkpoint.Checkpointer(str(tmp_path))
     assert checkpoints.latest_step() == last_finite_step
     if last_finite_step is not None:
