@@ -58,6 +58,18 @@ def flat(tree):
     }
 
 
+def sharded_steps(method, tx, batch, mesh):
+    """``STEPS`` steps of the trainer's step on ``mesh``: (initial state, final state, losses)."""
+    state = train.create_state(method, tx, 0, batch, mesh)
+    initial = jax.device_get(state)
+    step_fn = train.make_train_step(method, tx, mesh)
+    losses = []
+    for _ in range(STEPS):
+        state, metrics = step_fn(state, parallel.to_global(batch, mesh))
+        losses.append(float(metrics["loss"]))
+    return initial, jax.device_get(state), losses
+
+
 def test_simclr_step_equals_a_reference_written_another_way():
     config = tiny_config()
     rng = np.random.default_rng(3)
@@ -71,14 +83,7 @@ def test_simclr_step_equals_a_reference_written_another_way():
         "lars", optax.constant_schedule(LEARNING_RATE), weight_decay=WEIGHT_DECAY,
         momentum=MOMENTUM,
     )  # fmt: skip
-    state = train.create_state(method, tx, 0, batch, mesh)
-    initial = jax.device_get(state)
-    step_fn = train.make_train_step(method, tx, mesh)
-    losses = []
-    for _ in range(STEPS):
-        state, metrics = step_fn(state, parallel.to_global(batch, mesh))
-        losses.append(float(metrics["loss"]))
-    got = jax.device_get(state)
+    initial, got, losses = sharded_steps(method, tx, batch, mesh)
 
     model = simclr.build_model(config, bn_axis_name=None)
     aug_kwargs = simclr.augment_kwargs(config, IMAGE_SIZE)
@@ -153,14 +158,7 @@ def test_mlm_step_equals_a_reference_written_another_way():
         "adamw", optax.constant_schedule(ADAM_LR), weight_decay=ADAM_DECAY, b2=B2, eps=ADAM_EPS,
         bias_correction=False,
     )  # fmt: skip
-    state = train.create_state(method, tx, 0, batch, mesh)
-    initial = jax.device_get(state)
-    step_fn = train.make_train_step(method, tx, mesh)
-    losses = []
-    for _ in range(STEPS):
-        state, metrics = step_fn(state, parallel.to_global(batch, mesh))
-        losses.append(float(metrics["loss"]))
-    got = jax.device_get(state)
+    initial, got, losses = sharded_steps(method, tx, batch, mesh)
 
     # The reference scores every position with the tied decoder and picks the masked ones from a
     # dense [B, L] map of targets, instead of gathering the masked positions first.
