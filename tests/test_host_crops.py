@@ -6,8 +6,8 @@ import math
 import os
 
 import jax
-import matplotlib
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
 import tensorflow as tf
 from PIL import Image
