@@ -7,15 +7,17 @@ Prints the table on stderr and one JSON line on stdout.
 The folder of JPEGs is built once (cached under --data_dir) from photos that ship offline:
 scikit-image's data photos and the ImageNet samples in foolbox's wheel, each re-encoded at many
 crops, sizes (longer side 333-500 px, ImageNet's usual shapes) and qualities. ssl_jax's side is
-what the trainer is fed: per image two random resized crops (scale 0.08-1) decoded only inside
-their windows (``decode_and_crop_jpeg``) and resized to 224, uint8 [b, 2, 224, 224, 3]; the flip
-is applied later on the device. torchvision's side is the usual PIL recipe: open, convert to RGB,
+what the trainer is fed: per image one decode and two random resized crops (scale 0.08-1)
+resized to 224 (``images._resize_view``), uint8 [b, 2, 224, 224, 3]; the flip is applied later
+on the device. torchvision's side is the usual PIL recipe: open, convert to RGB,
 RandomResizedCrop(224) + RandomHorizontalFlip twice, uint8 tensors (PILToTensor), num_workers =
 cores. Both processes are pinned to the same cores (sched_setaffinity; tf.data's private
 threadpool has as many threads; its shuffle buffer is the same share of the epoch as the
 trainer's 50,000 on ImageNet). A round is a fresh pass of a fixed number of images (about
 --round_s seconds of work, from a calibration pass), timed from its first request to its last
-batch, so nothing prefetched while the other side ran is counted.
+batch, so nothing prefetched while the other side ran is counted. Each round also counts the
+CPU-seconds its side used (process, threads and loader workers, from /proc): images per
+CPU-second is the per-core rate that holds on shared cores, and sizes the cores for one H100.
 """
 
 from __future__ import annotations
