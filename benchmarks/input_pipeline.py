@@ -7,15 +7,17 @@ Prints the table on stderr and one JSON line on stdout.
 The folder of JPEGs is built once (cached under --data_dir) from photos that ship offline:
 scikit-image's data photos and the ImageNet samples in foolbox's wheel, each re-encoded at many
 crops, sizes (longer side 333-500 px, ImageNet's usual shapes) and qualities. ssl_jax's side is
-what the trainer is fed: per image two random resized crops (scale 0.08-1) decoded only inside
-their windows (``decode_and_crop_jpeg``) and resized to 224, uint8 [b, 2, 224, 224, 3]; the flip
-is applied later on the device. torchvision's side is the usual PIL recipe: open, convert to RGB,
+what the trainer is fed: per image one decode and two random resized crops (scale 0.08-1)
+resized to 224 (``images._resize_view``), uint8 [b, 2, 224, 224, 3]; the flip is applied later
+on the device. torchvision's side is the usual PIL recipe: open, convert to RGB,
 RandomResizedCrop(224) + RandomHorizontalFlip twice, uint8 tensors (PILToTensor), num_workers =
 cores. Both processes are pinned to the same cores (sched_setaffinity; tf.data's private
 threadpool has as many threads; its shuffle buffer is the same share of the epoch as the
 trainer's 50,000 on ImageNet). A round is a fresh pass of a fixed number of images (about
 --round_s seconds of work, from a calibration pass), timed from its first request to its last
-batch, so nothing prefetched while the other side ran is counted.
+batch, so nothing prefetched while the other side ran is counted. Each round also counts the
+CPU-seconds its side used (process, threads and loader workers, from /proc): images per
+CPU-second is the per-core rate that holds on shared cores, and sizes the cores for one H100.
 """
 
 from __future__ import annotations
@@ -128,6 +130,28 @@ def _pin(cores: list[int]) -> None:
     os.sched_setaffinity(0, cores)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process, its threads and its live
+    descendants (torchvision's loader workers): the work a side did, whatever else ran.
+
+    Wall-clock rates on shared cores measure the neighbours too; CPU time does not.
+    """
+    ticks, total, pending = os.sysconf("SC_CLK_TCK"), 0, [os.getpid()]
+    while pending:
+        pid = pending.pop()
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                # Fields after the parenthesised name: utime and stime are the 12th and 13th.
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    pending.extend(int(child) for child in f.read().split())
+        except (OSError, ValueError):
+            continue  # a thread or worker that ended meanwhile
+    return total / ticks
+
+
 def _calibrated(run_pass, batch_size: int, round_s: float) -> tuple[int, float]:
     """Batches per round (about ``round_s`` seconds) from a short timed pass after a warm-up."""
     run_pass(2)
@@ -159,17 +183,17 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     if not dataset.host_crops:
         raise SystemExit(f"{args['path']}: expected a mixed-size folder (host crops).")
     batch = args["batch_size"]
-    seed = [0]
+    seed, cpu = [0], [0.0]
 
     def run_pass(batches: int) -> float:
         seed[0] += 1
         stream = images.train_batches(
             dataset, local_batch_size=batch, seed=seed[0], shuffle_buffer=args["shuffle_buffer"]
         )
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         for _ in range(batches):
             shape = next(stream)["image"].shape
-        seconds = time.perf_counter() - start
+        seconds, cpu[0] = time.perf_counter() - start, cpu_seconds() - cpu_start
         assert shape == (batch, 2, _CROP_SIZE, _CROP_SIZE, 3), shape
         del stream
         return seconds
@@ -177,7 +201,9 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     batches, probe_rate = _calibrated(run_pass, batch, args["round_s"])
 
     def run_round() -> dict:
-        return {"images_per_s": batches * batch / run_pass(batches)}
+        seconds = run_pass(batches)
+        return {"images_per_s": batches * batch / seconds,
+                "images_per_cpu_s": batches * batch / max(cpu[0], 1e-9)}  # fmt: skip
 
     info = {"tensorflow": tf.__version__, "batches_per_round": batches,
             "probe_images_per_s": round(probe_rate, 1), "tf_data_threads": threads}  # fmt: skip
@@ -226,6 +252,7 @@ def torch_worker(args: dict) -> tuple[dict, callable]:
 
     draws = Draws()
     batch = args["batch_size"]
+    cpu = [0.0]
     loader = torch.utils.data.DataLoader(
         TwoViews(), batch_size=batch, sampler=draws, num_workers=len(args["cores"]),
         persistent_workers=True, prefetch_factor=2, drop_last=True,
@@ -233,17 +260,19 @@ def torch_worker(args: dict) -> tuple[dict, callable]:
 
     def run_pass(batches: int) -> float:
         draws.count = batches * batch
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         for views, _ in loader:
             shape = tuple(views.shape)
-        seconds = time.perf_counter() - start
+        seconds, cpu[0] = time.perf_counter() - start, cpu_seconds() - cpu_start
         assert shape == (batch, 2, 3, _CROP_SIZE, _CROP_SIZE), shape
         return seconds
 
     batches, probe_rate = _calibrated(run_pass, batch, args["round_s"])
 
     def run_round() -> dict:
-        return {"images_per_s": batches * batch / run_pass(batches)}
+        seconds = run_pass(batches)
+        return {"images_per_s": batches * batch / seconds,
+                "images_per_cpu_s": batches * batch / max(cpu[0], 1e-9)}  # fmt: skip
 
     info = {"torch": torch.__version__, "torchvision": torchvision.__version__,
             "pillow": PIL.__version__, "loader_workers": len(args["cores"]),
@@ -259,10 +288,10 @@ def table_rows(record: dict) -> list[str]:
     cores = record["cores"]
     return [
         f"| Host input pipeline, two views 224 px from {record['images']} JPEGs "
-        f"(333-500 px), {cores} cores | {record['jax']['images_per_s_per_core']} img/s/core "
-        f"(tf.data host crops, decode_and_crop_jpeg) | "
-        f"{record['torch']['images_per_s_per_core']} img/s/core (torchvision DataLoader, PIL, "
-        f"{cores} workers) | {record['jax_over_torch']}x |",
+        f"(333-500 px), {cores} cores | {record['jax']['images_per_cpu_s']} img per CPU-s "
+        f"(tf.data host crops) | "
+        f"{record['torch']['images_per_cpu_s']} img per CPU-s (torchvision DataLoader, PIL, "
+        f"{cores} workers) | {record['jax_over_torch_cpu']}x |",
         f"| Host cores for one H100's ResNet-50 SimCLR step (~{record['h100_images_per_s']} "
         f"two-view img/s, assumed) | {record['h100_cores_jax']} cores | "
         f"{record['h100_cores_torch']} cores | |",
@@ -272,19 +301,25 @@ def table_rows(record: dict) -> list[str]:
 def _summary(record: dict) -> str:
     jax_side, torch_side = record["jax"], record["torch"]
     lines = [
-        "| pipeline | images/s (2 views) | images/s per core | cores for one H100 |",
-        "|---|---|---|---|",
+        "| pipeline | images/s (2 views) | images/s per core (wall) | images per CPU-second |"
+        " cores for one H100 |",
+        "|---|---|---|---|---|",
         f"| ssl_jax (tf.data, host crops) | {jax_side['images_per_s']} | "
-        f"{jax_side['images_per_s_per_core']} | {record['h100_cores_jax']} |",
+        f"{jax_side['images_per_s_per_core']} | {jax_side['images_per_cpu_s']} | "
+        f"{record['h100_cores_jax']} |",
         f"| torchvision DataLoader (PIL) | {torch_side['images_per_s']} | "
-        f"{torch_side['images_per_s_per_core']} | {record['h100_cores_torch']} |",
-        f"| ratio ssl_jax / torchvision | {record['jax_over_torch']}x | | (goal >= 1.5x) |",
+        f"{torch_side['images_per_s_per_core']} | {torch_side['images_per_cpu_s']} | "
+        f"{record['h100_cores_torch']} |",
+        f"| ratio ssl_jax / torchvision | {record['jax_over_torch']}x | | "
+        f"{record['jax_over_torch_cpu']}x | (goal >= 1.5x) |",
         "",
         f"{record['cores']} cores, {record['rounds']} A/B rounds, medians; per-round img/s: "
-        f"ssl_jax {jax_side['rounds']}, torchvision {torch_side['rounds']}; load average "
-        f"{record['load_avg_start']} -> {record['machine']['load_avg_1m']} (1 min). H100: "
-        f"{record['a100_images_per_s']} img/s per A100 (supervised ResNet-50) x "
-        f"{record['h100_over_a100']} / 2 views = {record['h100_images_per_s']} two-view img/s.",
+        f"ssl_jax {jax_side['rounds']}, torchvision {torch_side['rounds']}; per CPU-second: "
+        f"ssl_jax {jax_side['rounds_per_cpu_s']}, torchvision {torch_side['rounds_per_cpu_s']}; "
+        f"load average {record['load_avg_start']} -> {record['machine']['load_avg_1m']} (1 min). "
+        f"H100: {record['a100_images_per_s']} img/s per A100 (supervised ResNet-50) x "
+        f"{record['h100_over_a100']} / 2 views = {record['h100_images_per_s']} two-view img/s; "
+        "cores = that / images per CPU-second.",
     ]
     return "\n".join(lines)
 
@@ -340,15 +375,20 @@ def main() -> None:
               "shuffle_buffer": buffer,
               "load_avg_start": load_start, "a100_images_per_s": args.a100_images_per_s,
               "h100_over_a100": args.h100_over_a100, "h100_images_per_s": round(h100)}  # fmt: skip
-    rates = {}
+    rates, cpu_rates = {}, {}
     for name, worker, side in zip(("jax", "torch"), workers, rounds, strict=True):
         rate = harness.median([r["images_per_s"] for r in side])
         rates[name] = rate
+        cpu_rates[name] = harness.median([r["images_per_cpu_s"] for r in side])
         record[name] = {**worker.info, "images_per_s": round(rate, 1),
                         "images_per_s_per_core": round(rate / args.cores, 1),
-                        "rounds": [round(r["images_per_s"], 1) for r in side]}  # fmt: skip
-        record[f"h100_cores_{name}"] = round(h100 / (rate / args.cores), 1)
+                        "images_per_cpu_s": round(cpu_rates[name], 1),
+                        "rounds": [round(r["images_per_s"], 1) for r in side],
+                        "rounds_per_cpu_s": [round(r["images_per_cpu_s"], 1)
+                                             for r in side]}  # fmt: skip
+        record[f"h100_cores_{name}"] = round(h100 / cpu_rates[name], 1)
     record["jax_over_torch"] = round(rates["jax"] / rates["torch"], 2)
+    record["jax_over_torch_cpu"] = round(cpu_rates["jax"] / cpu_rates["torch"], 2)
     record["machine"] = harness.machine()
     print(_summary(record), file=sys.stderr)
     print(json.dumps(record), flush=True)

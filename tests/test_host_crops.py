@@ -7,6 +7,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
 import tensorflow as tf
 from PIL import Image
@@ -151,3 +152,40 @@ def test_folder_train_batches_hold_two_crops_and_resume(tmp_path):
     assert test_images.shape == (4, OUT, OUT, 3)
     height = (rows.max() - rows.min()) * OUT / (OUT - 1)  # as in host_crop_boxes
     assert abs(height - 0.875 * HEIGHT) < 3 and abs(rows.min() - 0.0625 * HEIGHT) < 3
+
+
+def resize_errors(image, boxes, size=224):
+    """|fast host resize - antialiased resize| over the crops ``boxes`` (y0, x0, h, w) of image."""
+    fast = tf.function(images._resize_view)
+    errors = []
+    for y0, x0, h, w in boxes:
+        crop = tf.constant(image[y0 : y0 + h, x0 : x0 + w])
+        reference = tf.cast(
+            tf.clip_by_value(tf.round(tf.image.resize(crop, (size, size), antialias=True)), 0, 255),
+            tf.uint8,
+        )
+        got = fast(crop, size)
+        errors.append(np.abs(got.numpy().astype(int) - reference.numpy().astype(int)).reshape(-1))
+    return np.concatenate(errors)
+
+
+def test_fast_resize_stays_close_to_the_antialiased_one_and_does_not_alias():
+    photo = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    image = np.asarray(Image.open(photo).convert("RGB"))  # 600 x 512, a real photo
+    rng = np.random.default_rng(0)
+    boxes = []
+    for _ in range(24):  # growing, shrinking and mixed crops
+        h, w = rng.integers(100, 513, 2)
+        boxes.append((rng.integers(0, 601 - h), rng.integers(0, 513 - w), h, w))
+    errors = resize_errors(image, boxes)
+    print(f"photo: |fast - antialiased| mean {errors.mean():.3f}, 99th percentile "
+          f"{np.percentile(errors, 99):.0f}, max {errors.max()} (of 255)")  # fmt: skip
+    # Measured: 0.50 / 7 / 41; bilinear everywhere 1.56 / 15 / 82, area everywhere 0.94 / 9 / 54.
+    assert errors.mean() < 0.75 and np.percentile(errors, 99) <= 8
+    # One-pixel stripes shrunk 2.5x: the antialiased resize is a flat grey; the box filter
+    # leaves faint bands (measured max 31), a filter that samples instead (bilinear) 75.
+    stripes = np.zeros((560, 560, 3), np.uint8)
+    stripes[:, ::2] = 255
+    errors = resize_errors(stripes, [(0, 0, 560, 560)])
+    print(f"stripes: |fast - antialiased| mean {errors.mean():.2f}, max {errors.max()}")
+    assert errors.max() <= 40

@@ -1,7 +1,11 @@
-"""Weighted kNN against a direct NumPy implementation of the same rule."""
+"""Weighted kNN against a direct NumPy implementation of the same rule, on one device and with
+the bank split over eight."""
 
+import jax
 import numpy as np
+import pytest
 
+from ssl_jax import parallel
 from ssl_jax.evaluation import knn
 
 
@@ -32,3 +36,18 @@ def test_knn_matches_numpy():
     np.testing.assert_array_equal(got, want)
     accuracy = knn.knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=5, k=20)
     assert accuracy == np.mean(want == query_labels) and accuracy > 0.8
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_bank_split_over_devices_matches_numpy(devices):
+    # Random labels: every prediction depends on exactly which k rows are the nearest, so a
+    # shard that votes with its own nearest rows (no global merge) gets many of them wrong.
+    # 203 rows: the last device's shard is padded.
+    rng = np.random.default_rng(1)
+    bank, bank_labels = rng.normal(size=(203, 8)), rng.integers(0, 4, 203)
+    queries = rng.normal(size=(40, 8))
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    got = knn.knn_predict(
+        bank, bank_labels, queries, num_classes=4, k=15, temperature=0.5, mesh=mesh
+    )
+    np.testing.assert_array_equal(got, numpy_knn(bank, bank_labels, queries, 4, 15, 0.5))

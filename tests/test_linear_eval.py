@@ -63,7 +63,7 @@ def test_topk_matches_numpy_argsort():
 def test_separable_data_is_learned_in_one_compile(optimizer, monkeypatch):
     chex.clear_trace_counter()
     monkeypatch.setattr(
-        classifier, "train_epoch", chex.assert_max_traces(classifier.train_epoch, n=1)
+        classifier, "train_steps", chex.assert_max_traces(classifier.train_steps, n=1)
     )
     train, test = separable_data(np.random.default_rng(2), (600, 300))
     config = linear_eval_config.get_config()
@@ -97,6 +97,36 @@ def test_same_seed_same_classifier_other_seed_other_order():
     other = classifier.train_classifier(inputs, labels, seed=1, **fit)
     np.testing.assert_array_equal(first["kernel"], again["kernel"])
     assert not np.allclose(first["kernel"], other["kernel"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lars"])
+def test_streamed_eight_device_classifier_equals_one_device_whole_epoch(optimizer, monkeypatch):
+    # 300 rows, batches of 32: 9 steps an epoch. 2 KiB streams 2 steps at a time (the last
+    # chunk padded with a dead step) over 8 devices; the reference holds each whole epoch on one.
+    chex.clear_trace_counter()
+    monkeypatch.setattr(
+        classifier, "train_steps", chex.assert_max_traces(classifier.train_steps, n=2)
+    )
+    ((inputs, labels),) = separable_data(np.random.default_rng(6), (300,), dim=8)
+    fit = dict(num_classes=5, epochs=3, batch_size=32, learning_rate=0.2, optimizer=optimizer)
+    one = classifier.train_classifier(
+        inputs, labels, mesh=parallel.make_mesh(jax.devices()[:1]), stream_bytes=2**30, **fit
+    )
+    streamed = classifier.train_classifier(inputs, labels, stream_bytes=2 * 32 * 8 * 4, **fit)
+    assert len(streamed["kernel"].sharding.device_set) == 8
+    np.testing.assert_allclose(streamed["kernel"], one["kernel"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(streamed["bias"], one["bias"], rtol=1e-4, atol=1e-6)
+
+
+def test_streamed_scores_equal_whole_matrix_scores():
+    train, test = separable_data(np.random.default_rng(7), (200, 150), dim=8)
+    test = (test[0] + np.random.default_rng(8).normal(size=test[0].shape) * 6, test[1])
+    config = linear_eval_config.get_config()
+    config.update(epochs=2, batch_size=40)
+    whole = classifier.fit_and_score(train, test, config, 5, stream_bytes=2**30)
+    # 40 test rows at a time: 4 chunks, the last one padded.
+    streamed = classifier.fit_and_score(train, test, config, 5, stream_bytes=40 * 8 * 4)
+    assert 0.3 < whole[1] < 1.0 and streamed == whole
 
 
 @pytest.mark.parametrize(

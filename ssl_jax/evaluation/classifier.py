@@ -14,9 +14,17 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from ssl_jax import optim
+from ssl_jax import optim, parallel
+from ssl_jax.evaluation import features
+from ssl_jax.parallel import DATA_AXIS
+
+# Feature rows are fed to the devices this many bytes at a time, whatever the split's size.
+STREAM_BYTES = 2**26
+_STATISTICS_CHUNK = 8192
 
 
 def standardization(train_features: ArrayLike, *, epsilon: float = 1e-3) -> tuple[np.ndarray, ...]:
@@ -25,11 +33,15 @@ def standardization(train_features: ArrayLike, *, epsilon: float = 1e-3) -> tupl
     BatchNorm without scale or centre, with its statistics frozen at the train split's (SimCLR's
     linear head). ``epsilon`` is relative to the mean variance, so that near-constant dimensions
     (dead units, image borders) are not blown up to outliers, whatever the features' scale.
+    Accumulated in float64 over row chunks: no float64 copy of the whole matrix.
     """
-    values = np.asarray(train_features, np.float64)
-    variance = values.var(axis=0)
+    values = np.asarray(train_features)
+    chunks = range(0, len(values), _STATISTICS_CHUNK)
+    rows = lambda start: values[start : start + _STATISTICS_CHUNK].astype(np.float64)  # noqa: E731
+    mean = sum(rows(start).sum(axis=0) for start in chunks) / len(values)
+    variance = sum(((rows(start) - mean) ** 2).sum(axis=0) for start in chunks) / len(values)
     scale = np.sqrt(variance + epsilon * max(float(variance.mean()), 1e-12))
-    return values.mean(axis=0).astype(np.float32), scale.astype(np.float32)
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def cross_entropy_loss(params: dict[str, jax.Array], inputs: jax.Array, labels: jax.Array):
@@ -38,19 +50,31 @@ def cross_entropy_loss(params: dict[str, jax.Array], inputs: jax.Array, labels: 
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def train_epoch(params, opt_state, inputs, labels, order, *, tx: optax.GradientTransformation):
-    """One pass of optimiser steps over the batches ``order`` [steps, batch] (row indices)."""
+def train_steps(params, opt_state, inputs, labels, live, *, tx: optax.GradientTransformation):
+    """Optimiser steps over batches inputs [steps, b, F], labels [steps, b]; a step whose
+    ``live`` [steps] is False (padding of an epoch's last chunk) leaves the state as it was.
 
-    def step(carry, batch_rows):
+    Returns the new state and the sum of the live steps' losses.
+    """
+
+    def step(carry, batch):
         params, opt_state = carry
-        loss, grads = jax.value_and_grad(cross_entropy_loss)(
-            params, inputs[batch_rows], labels[batch_rows]
-        )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        inputs, labels, live = batch
+        loss, grads = jax.value_and_grad(cross_entropy_loss)(params, inputs, labels)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new = optax.apply_updates(params, updates), new_opt_state
+        kept = jax.tree.map(lambda n, o: jnp.where(live, n, o), new, (params, opt_state))
+        return kept, jnp.where(live, loss, 0.0)
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
-    return params, opt_state, losses.mean()
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (inputs, labels, live))
+    return params, opt_state, losses.sum()
+
+
+def _batch_sharding(mesh: Mesh, batch_size: int) -> NamedSharding:
+    # A batch that does not split evenly over the devices is replicated (still one chunk each).
+    if batch_size % mesh.size:
+        return parallel.replicated(mesh)
+    return NamedSharding(mesh, P(None, DATA_AXIS))
 
 
 def train_classifier(
@@ -65,6 +89,8 @@ def train_classifier(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     seed: int = 0,
+    mesh: Mesh | None = None,
+    stream_bytes: int = STREAM_BYTES,
 ) -> dict[str, jax.Array]:
     """Softmax-regression weights ``{"kernel": [F, C], "bias": [C]}`` for inputs [N, F], labels [N].
 
@@ -72,32 +98,59 @@ def train_classifier(
     (``N mod batch_size`` of them, different each epoch, sit out); the learning rate
     ``learning_rate`` decays on a cosine to zero. Weight decay applies to the kernel only.
 
+    The inputs stay on the host: each epoch's shuffled batches go to the devices of ``mesh``
+    (default: all) about ``stream_bytes`` at a time, every batch split over the devices, so
+    device memory does not grow with N.
+
     Raises:
       FloatingPointError: the training loss became non-finite.
     """
-    inputs = jnp.asarray(inputs, jnp.float32)
-    labels = jnp.asarray(labels, jnp.int32)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    inputs = np.asarray(inputs, np.float32)
+    labels = np.asarray(labels, np.int32)
     count, dim = inputs.shape
     batch_size = min(batch_size, count)
     steps_per_epoch = count // batch_size
+    chunk_steps = max(1, min(steps_per_epoch, stream_bytes // (batch_size * dim * 4)))
     schedule = optim.make_schedule(learning_rate, epochs * steps_per_epoch, warmup_steps=0)
     tx = optim.make_optimizer(optimizer, schedule, weight_decay=weight_decay, momentum=momentum)
-    params = {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}
-    opt_state = tx.init(params)
-    # Looked up at call time so tests can count traces; every epoch has the same shapes.
-    run_epoch = jax.jit(functools.partial(train_epoch, tx=tx), donate_argnums=(0, 1))
+    replicated = parallel.replicated(mesh)
+    params = {"kernel": np.zeros((dim, num_classes), np.float32),
+              "bias": np.zeros((num_classes,), np.float32)}  # fmt: skip
+    params = jax.tree.map(lambda x: features.to_devices(x, replicated), params)
+    opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
+    # Looked up at call time so tests can count traces; every chunk has the same shapes.
+    run_steps = jax.jit(functools.partial(train_steps, tx=tx), donate_argnums=(0, 1))
+    rows = _batch_sharding(mesh, batch_size)
     shuffle = np.random.default_rng(seed)
     for epoch in range(epochs):
         order = shuffle.permutation(count)[: steps_per_epoch * batch_size]
-        params, opt_state, loss = run_epoch(
-            params, opt_state, inputs, labels, order.reshape(steps_per_epoch, batch_size)
-        )
-        if not np.isfinite(float(loss)):
+        order = order.reshape(steps_per_epoch, batch_size)
+        loss = 0.0
+        for start in range(0, steps_per_epoch, chunk_steps):
+            chunk = order[start : start + chunk_steps]
+            live = np.arange(chunk_steps) < len(chunk)
+            chunk = np.pad(chunk, ((0, chunk_steps - len(chunk)), (0, 0)))
+            params, opt_state, chunk_loss = run_steps(
+                params, opt_state, features.to_devices(inputs[chunk], rows),
+                features.to_devices(labels[chunk], rows), features.to_devices(live, replicated),
+            )  # fmt: skip
+            loss += float(chunk_loss)
+        loss /= steps_per_epoch
+        if not np.isfinite(loss):
             raise FloatingPointError(
-                f"linear classifier loss {float(loss)} at epoch {epoch + 1}: lower learning_rate."
+                f"linear classifier loss {loss} at epoch {epoch + 1}: lower learning_rate."
             )
-    logging.info("linear classifier: %d epochs, final epoch loss %.4f", epochs, float(loss))
+    logging.info("linear classifier: %d epochs, final epoch loss %.4f", epochs, loss)
     return params
+
+
+def _topk_hits(logits, labels, ks: Sequence[int]) -> dict[int, int]:
+    logits = jnp.asarray(logits)
+    _, top = jax.lax.top_k(logits, min(max(ks), logits.shape[-1]))
+    hits = np.asarray(top == jnp.asarray(labels)[:, None])
+    # Counted in integers: the reported fraction is exact, not a float32 mean.
+    return {k: int(hits[:, :k].any(axis=1).sum()) for k in ks}
 
 
 def topk_accuracy(logits: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 5)) -> dict:
@@ -109,11 +162,8 @@ def topk_accuracy(logits: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 
     >>> topk_accuracy(logits, np.array([2, 0]), ks=(1, 2))
     {1: 0.5, 2: 1.0}
     """
-    logits = jnp.asarray(logits)
-    _, top = jax.lax.top_k(logits, min(max(ks), logits.shape[-1]))
-    hits = np.asarray(top == jnp.asarray(labels)[:, None])
-    # Counted in integers: the reported fraction is exact, not a float32 mean.
-    return {k: int(hits[:, :k].any(axis=1).sum()) / len(hits) for k in ks}
+    hits = _topk_hits(logits, labels, ks)
+    return {k: hits[k] / len(labels) for k in ks}
 
 
 def fit_and_score(
@@ -121,8 +171,15 @@ def fit_and_score(
     test: tuple[np.ndarray, np.ndarray],
     config: ml_collections.ConfigDict,
     num_classes: int,
+    *,
+    mesh: Mesh | None = None,
+    stream_bytes: int = STREAM_BYTES,
 ) -> dict[int, float]:
-    """Top-1 and top-5 on ``test`` of the classifier ``config`` trains on ``train`` (x, y)."""
+    """Top-1 and top-5 on ``test`` of the classifier ``config`` trains on ``train`` (x, y).
+
+    Both splits' features stay on the host; the devices see ``stream_bytes`` of them at a time.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
     mean, scale = standardization(train[0])
     batch_size = min(config.batch_size, len(train[0]))
     params = train_classifier(
@@ -136,6 +193,20 @@ def fit_and_score(
         momentum=config.momentum,
         weight_decay=config.weight_decay,
         seed=config.seed,
+        mesh=mesh,
+        stream_bytes=stream_bytes,
     )
-    logits = jnp.asarray((test[0] - mean) / scale) @ params["kernel"] + params["bias"]
-    return topk_accuracy(logits, test[1], ks=(1, 5))
+    inputs, labels = test
+    rows = max(1, min(len(inputs), stream_bytes // (4 * inputs.shape[1])))
+    logits_fn = jax.jit(lambda params, x: x @ params["kernel"] + params["bias"])
+    hits = dict.fromkeys((1, 5), 0)
+    for start in range(0, len(inputs), rows):
+        chunk = (inputs[start : start + rows] - mean) / scale
+        count = len(chunk)
+        # Padded to one shape: one compile whatever the split's size.
+        chunk = np.pad(chunk, ((0, rows - count), (0, 0))).astype(np.float32)
+        logits = logits_fn(params, features.to_devices(chunk, parallel.replicated(mesh)))
+        logits = np.asarray(logits.addressable_data(0))[:count]
+        for k, found in _topk_hits(logits, labels[start : start + count], (1, 5)).items():
+            hits[k] += found
+    return {k: hits[k] / len(labels) for k in hits}

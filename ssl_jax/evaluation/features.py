@@ -11,9 +11,18 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from ssl_jax import parallel
+
+
+def to_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array of ``array``, which every process holds whole, laid out as ``sharding``.
+
+    Each device copies only its own block (multi-host safe, unlike ``jax.device_put``).
+    """
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def extract_features(
@@ -39,10 +48,10 @@ def extract_features(
     >>> from ssl_jax import parallel
     >>> mesh = parallel.make_mesh()
     >>> encode = lambda variables, images: images.reshape(len(images), -1) * variables
-    >>> images, labels = np.ones((3, 2, 2, 1), np.float32), np.arange(3)
+    >>> images, labels = np.arange(12, dtype=np.float32).reshape(3, 2, 2, 1), np.arange(3)
     >>> x, y = extract_features(encode, 2.0, images, labels, mesh, batch_size=mesh.size)
-    >>> x.shape, y.tolist(), float(x.max())
-    ((3, 4), [0, 1, 2], 2.0)
+    >>> x.shape, y.tolist(), x[:, 0].tolist()
+    ((3, 4), [0, 1, 2], [0.0, 8.0, 16.0])
     """
     if local_labels is None:
         return extract_feature_stream(

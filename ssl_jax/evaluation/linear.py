@@ -250,13 +250,13 @@ def _linear_probes(
             extract(splits[name][0], count(name), functools.partial(load_images, name))
             for name in ("train", "test")
         )
-        scores = classifier.fit_and_score(train, test, config, dataset.num_classes)
+        scores = classifier.fit_and_score(train, test, config, dataset.num_classes, mesh=mesh)
         results.update({f"linear_top1{suffix}": scores[1], f"linear_top5{suffix}": scores[5]})
     if config.compare_pixels:
         train, test = (
             _all_pixels(stream(name, images.PIXEL_BASELINE_SIZE)) for name in ("train", "test")
         )
-        scores = classifier.fit_and_score(train, test, config, dataset.num_classes)
+        scores = classifier.fit_and_score(train, test, config, dataset.num_classes, mesh=mesh)
         results.update({"linear_top1_pixels": scores[1], "linear_top5_pixels": scores[5]})
     return results
 

@@ -50,7 +50,7 @@ class KnnMonitor:
         return knn.knn_accuracy(
             bank, bank_labels, queries, query_labels,
             num_classes=self.dataset.num_classes, k=self.config.k,
-            temperature=self.config.temperature,
+            temperature=self.config.temperature, mesh=self.mesh,
         )  # fmt: skip
 
     def baselines(self) -> dict[str, float]:
