@@ -192,11 +192,12 @@ def make_optimizer(
 
     >>> import jax.numpy as jnp
     >>> params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
-    >>> tx = make_optimizer("sgd", optax.constant_schedule(1.0), weight_decay=0.5, nesterov=False)
-    >>> grads = jax.tree.map(jnp.zeros_like, params)
-    >>> updates, _ = tx.update(grads, tx.init(params), params)  # zero gradient: only decay
+    >>> tx = make_optimizer("sgd", optax.constant_schedule(2.0), weight_decay=0.5, nesterov=False)
+    >>> grads = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
+    >>> updates, _ = tx.update(grads, tx.init(params), params)
+    >>> # -lr * (grad + decay * param) for the kernel; the bias is not decayed: -lr * grad.
     >>> updates["kernel"].tolist(), updates["bias"].tolist()
-    ([[-0.5, -0.5], [-0.5, -0.5]], [-0.0, -0.0])
+    ([[-1.5, -1.5], [-1.5, -1.5]], [-0.5, -0.5])
     """
     weight_decay_mask = _not_frozen if decay_all_params else decay_mask
     if name == "lars":

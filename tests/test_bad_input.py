@@ -22,9 +22,10 @@ def make_folder(root, *, train_count=9, test_count=3, corrupt=("train", "test"))
     """``root/{train,test}/{a,b}/`` with colour, grey and RGBA images of several sizes."""
     rng = np.random.default_rng(0)
     for split, count in (("train", train_count), ("test", test_count)):
+        for label in "ab":  # a split of count 0 is empty class folders, not a missing split
+            os.makedirs(os.path.join(root, split, label), exist_ok=True)
         for index in range(count):
             folder = os.path.join(root, split, "ab"[index % 2])
-            os.makedirs(folder, exist_ok=True)
             channels = (3, 1, 4)[index % 3]  # colour, grey, with alpha
             shape = (20 + 3 * index, 30, channels)
             array = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -53,21 +54,44 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
 
 
 def test_stored_images_of_another_size_or_channel_count_are_converted():
-    preprocess = images._preprocess(images.DATASETS["fashion_mnist"])  # grey 28 x 28
+    grey_dataset = images._preprocess(images.DATASETS["fashion_mnist"])  # grey 28 x 28
+    colour_dataset = images._preprocess(images.DATASETS["cifar10"])  # RGB 32 x 32
+
+    def convert(preprocess, array):
+        example = {"image": tf.io.encode_png(array), "label": tf.constant(3, tf.int64)}
+        out = preprocess(example)
+        assert int(out["label"]) == 3
+        return out["image"].numpy()
+
+    rng = np.random.default_rng(1)
     for shape in ((28, 28, 1), (20, 36, 1), (28, 28, 3), (40, 40, 4)):
-        array = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-        out = preprocess({"image": tf.io.encode_png(array), "label": tf.constant(3, tf.int64)})
-        assert out["image"].shape == (28, 28, 1), shape
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = convert(grey_dataset, array)
+        assert out.shape == (28, 28, 1) and out.dtype == np.uint8, shape
     same = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1)
-    out = preprocess({"image": tf.io.encode_png(same), "label": tf.constant(0, tf.int64)})
-    np.testing.assert_array_equal(out["image"], same)  # the right size passes untouched
+    np.testing.assert_array_equal(convert(grey_dataset, same), same)  # the right size: untouched
+
+    grey = rng.integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(convert(colour_dataset, grey), np.repeat(grey, 3, axis=-1))
+    rgba = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(convert(colour_dataset, rgba), rgba[..., :3])  # alpha dropped
+    rgb = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    luma = rgb.astype(np.float64) @ [0.299, 0.587, 0.114]  # ITU-R 601, as libpng/PIL use
+    np.testing.assert_allclose(convert(grey_dataset, rgb)[..., 0], luma, atol=1.01)
+    # A 16-bit PNG is scaled to uint8 (65535 -> 255), not clipped or wrapped.
+    deep = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(convert(grey_dataset, deep.astype(np.uint16) * 257), deep)
+    # Resizing keeps the intensity: a flat image of another size stays flat at its value.
+    flat = np.full((20, 36, 1), 77, np.uint8)
+    np.testing.assert_array_equal(convert(grey_dataset, flat), np.full((28, 28, 1), 77))
 
 
 @pytest.mark.parametrize(
     "layout, message",
     [
-        (dict(test_count=0, corrupt=()), "test"),
-        (dict(train_count=3, corrupt=()), "larger than one process's share"),
+        # The message's own words: pytest's tmp path holds "test" too.
+        (dict(test_count=0, corrupt=()), r"/test is empty; fill or re-prepare the dataset\."),
+        (dict(train_count=3, corrupt=()), r"batch_size is larger than one process's share \(3\)"),
     ],
 )
 def test_empty_or_small_splits_are_one_line_config_errors(tmp_path, layout, message):

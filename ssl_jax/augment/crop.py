@@ -53,6 +53,13 @@ def sample_crop_box(
     >>> y0, x0, h, w = sample_crop_box(jax.random.key(0), 32, 32)
     >>> bool(0 <= y0 and y0 + h <= 32 and 0 <= x0 and x0 + w <= 32)
     True
+    >>> [int(v) for v in sample_crop_box(jax.random.key(0), 32, 32, (0.25, 0.25), (1.0, 1.0))][2:]
+    [16, 16]
+
+    No square of the whole area fits in 20 x 40: the fallback is the centred 20 x 20 box.
+
+    >>> [int(v) for v in sample_crop_box(jax.random.key(0), 20, 40, (1.0, 1.0), (1.0, 1.0))]
+    [0, 10, 20, 20]
     """
     return _crop_box_from_uniforms(
         jax.random.uniform(rng, (_CROP_UNIFORMS,)), height, width, scale, ratio
@@ -117,6 +124,11 @@ def crop_and_resize(image: ArrayLike, box: Sequence[ArrayLike], out_size: int) -
     >>> image = jnp.arange(16.0).reshape(4, 4, 1)
     >>> crop_and_resize(image, (0, 0, 4, 4), 4)[..., 0].tolist() == image[..., 0].tolist()
     True
+    >>> crop_and_resize(image, (1, 1, 2, 2), 4)[..., 0]  # rows 1-2, columns 1-2, doubled
+    Array([[ 5.  ,  5.25,  5.75,  6.  ],
+           [ 6.  ,  6.25,  6.75,  7.  ],
+           [ 8.  ,  8.25,  8.75,  9.  ],
+           [ 9.  ,  9.25,  9.75, 10.  ]], dtype=float32)
     """
     image = as_image(image, "crop_and_resize").astype(jnp.float32)
     height, width, _ = image.shape
@@ -165,9 +177,10 @@ def random_resized_crop(
     Returns:
       [out_size, out_size, C] float32.
 
-    >>> image = jnp.ones((16, 16, 3))
-    >>> random_resized_crop(jax.random.key(0), image, out_size=8).shape
-    (8, 8, 3)
+    >>> image = jnp.full((16, 16, 3), 0.5)
+    >>> view = random_resized_crop(jax.random.key(0), image, out_size=8)
+    >>> view.shape, round(float(view.min()), 4), round(float(view.max()), 4)  # no dark border
+    ((8, 8, 3), 0.5, 0.5)
 
     References:
       Szegedy et al., "Going Deeper with Convolutions", CVPR 2015 (the Inception crop);

@@ -83,6 +83,16 @@ def simclr_augment(
     >>> view.shape, view.dtype
     ((8, 8, 3), dtype('float32'))
 
+    Without colour ops a uint8 ramp comes out divided by 255, flipped for about half the keys:
+
+    >>> ramp = jnp.tile(jnp.arange(0, 256, 51, dtype=jnp.uint8), (6, 1))[..., None].repeat(3, -1)
+    >>> plain = dict(out_size=6, crop=False, jitter_prob=0.0, grayscale_prob=0.0)
+    >>> for i in range(2):
+    ...     row = simclr_augment(jax.random.key(i), ramp, **plain)[0, :, 0]
+    ...     print([round(float(x), 2) for x in row])
+    [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    [1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+
     References:
       Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
       ICML 2020 (arXiv:2002.05709), appendix A.
@@ -164,10 +174,15 @@ def simclr_views(
       ValueError: if ``images`` is not rank 4 (or 5 with 2 views) or ``example_ids`` is not of
         shape [B].
 
-    >>> images = jnp.zeros((2, 8, 8, 3), jnp.uint8)
-    >>> view1, view2 = simclr_views(jax.random.key(0), images)
+    >>> images = jax.random.randint(jax.random.key(1), (2, 8, 8, 3), 0, 256).astype(jnp.uint8)
+    >>> view1, view2 = simclr_views(jax.random.key(0), images, example_ids=jnp.array([5, 6]))
     >>> view1.shape, view2.dtype
     ((2, 8, 8, 3), dtype('float32'))
+    >>> bool(jnp.array_equal(view1, view2))  # an example's two views differ
+    False
+    >>> swapped, _ = simclr_views(jax.random.key(0), images[::-1], example_ids=jnp.array([6, 5]))
+    >>> bool(jnp.array_equal(swapped[0], view1[1]))  # example 6's view, wherever it sits
+    True
     """
     images = jnp.asarray(images)
     host_crops = images.ndim == 5 and images.shape[1] == 2
