@@ -113,6 +113,7 @@ def kill_while_saving(directory, keep, async_save, rng):
     return moment
 
 
+@pytest.mark.slow
 def test_a_save_killed_in_flight_never_costs_the_last_complete_checkpoint(tmp_path):
     """Real Orbax saves with keep-2, SIGKILLed mid-save twice (async, then sync) in one folder."""
     mesh = parallel.make_mesh()
@@ -226,6 +227,7 @@ def replica_parallel_tree(mesh):
     return tree
 
 
+@pytest.mark.slow
 def test_replica_parallel_saves_of_accelerators_restore_bitwise_on_4_and_1_devices(
     tmp_path, monkeypatch
 ):

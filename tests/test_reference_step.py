@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from test_train_step import tiny_config
 
 from ssl_jax import augment, optim, parallel, train
@@ -234,6 +235,7 @@ def reference_info_nce_with_queue(q, k, queue, temperature):
     return jnp.mean(jax.scipy.special.logsumexp(logits, axis=1) - logits[:, 0])
 
 
+@pytest.mark.slow
 def test_moco_v2_step_equals_a_reference_written_another_way():
     """Two 8-device MoCo v2 steps (shuffle BN, a queue that 2 steps of keys fill, EMA 0.9).
 
