@@ -1,13 +1,14 @@
 """BERT MLM: masking statistics, mlm_loss vs NumPy, tied decoder, padding invariance, and the MLM
-step on 8 simulated devices against one device on the global batch."""
+step on 8 simulated devices against one device on the global batch, resume after a SIGKILL."""
 
 import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from resume import assert_bitwise_equal, kill_and_resume, kill_rng
 
 from configs import bert_mlm_ptb
-from ssl_jax import losses, masking, optim, parallel, train
+from ssl_jax import checkpoint, losses, masking, optim, parallel, train
 from ssl_jax.data.tokenizer import RESERVED_TOKENS, Vocab
 from ssl_jax.methods import mlm
 from ssl_jax.models.bert import BertTiny
@@ -268,3 +269,30 @@ def test_validate_names_the_field():
     config.model.name = "resnet18"
     with pytest.raises(ValueError, match="model.name"):
         mlm.validate(config, 16)
+
+
+@pytest.mark.slow
+def test_mlm_run_sigkilled_at_a_random_moment_resumes_identically(tmp_path):
+    """Masks, dropout, the text stream's position and AdamW's moments survive a SIGKILL."""
+    from ssl_jax.data import sources
+
+    config = bert_mlm_ptb.get_config("runlocal")
+    if sources.problem(config):
+        pytest.skip(f"{sources.problem(config)} (.ci/run prepares it)")
+    config.total_steps = 5
+    config.checkpoint_every_steps = 1
+    config.keep_checkpoints = 2
+    config.eval_every_steps = 100
+    train.run(config, str(tmp_path / "straight"))
+    overrides = [
+        "--config=configs/bert_mlm_ptb.py:runlocal",
+        "--config.total_steps=5",
+        "--config.checkpoint_every_steps=1",
+        "--config.keep_checkpoints=2",
+        "--config.eval_every_steps=100",
+    ]
+    kill_and_resume(tmp_path / "resumed", overrides, config.total_steps, kill_rng())
+    straight = checkpoint.Checkpointer(str(tmp_path / "straight")).restore_arrays(5)
+    assert_bitwise_equal(
+        checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(5), straight
+    )

@@ -1,4 +1,5 @@
-"""MoCo: info_nce against NumPy, EMA and momentum schedule, queue order, shuffle BN, resume."""
+"""MoCo: info_nce against NumPy, EMA and momentum schedule, queue order, shuffle BN, resume after
+a SIGKILL."""
 
 import functools
 
@@ -7,13 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from resume import assert_bitwise_equal, run_until_crash
+from resume import assert_bitwise_equal, kill_and_resume, kill_rng
 from test_data import needs_fashion_mnist
 from test_losses import numeric_grad
 
 from configs import moco_v2_fashion_mnist
 from ssl_jax import checkpoint, losses, parallel, train
-from ssl_jax.data import images
 from ssl_jax.methods import moco
 
 
@@ -160,24 +160,30 @@ def test_queue_size_must_divide_by_the_global_batch():
         train.validate_config(config, device_count=8)
 
 
+KILL_OVERRIDES = [
+    "--config=configs/moco_v2_fashion_mnist.py:runlocal",
+    "--config.total_steps=4",
+    "--config.checkpoint_every_steps=1",
+    "--config.keep_checkpoints=2",
+    "--config.eval_every_steps=100",
+    "--config.moco.queue_size=64",
+]
+
+
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_resumed_moco_run_continues_identically(tmp_path, monkeypatch):
-    """Key encoder, its BN statistics, queue and pointer survive a restart bit for bit."""
+def test_moco_run_sigkilled_at_a_random_moment_resumes_identically(tmp_path):
+    """Key encoder, its BN statistics, queue and pointer survive a SIGKILL bit for bit."""
     config = moco_v2_fashion_mnist.get_config("runlocal")
     config.total_steps = 4
-    config.checkpoint_every_steps = 2
+    config.checkpoint_every_steps = 1
     config.eval_every_steps = 100
     config.moco.queue_size = 64  # 2 steps fill it: the resumed steps overwrite restored rows
     # The uninterrupted run keeps every step, which the key encoder's check below reads.
-    straight_config = config.copy_and_resolve_references()
-    straight_config.checkpoint_every_steps = 1
-    straight_config.keep_checkpoints = 4
-    train.run(straight_config, str(tmp_path / "straight"))
+    config.keep_checkpoints = 4
+    train.run(config, str(tmp_path / "straight"))
 
-    run_until_crash(config, tmp_path / "resumed", monkeypatch, images, after_batches=3)
-    assert checkpoint.Checkpointer(str(tmp_path / "resumed")).latest_step() == 2
-    train.run(config, str(tmp_path / "resumed"))
+    kill_and_resume(tmp_path / "resumed", KILL_OVERRIDES, config.total_steps, kill_rng())
 
     straight_checkpoints = checkpoint.Checkpointer(str(tmp_path / "straight"))
     straight = straight_checkpoints.restore_arrays(4)

@@ -1,4 +1,4 @@
-"""One SimCLR and one BERT MLM training step against references written another way.
+"""One SimCLR, one MoCo v2 and one BERT MLM training step against references written another way.
 
 The 8-device step (shard_map, global BN, all-gathered NT-Xent, optax LARS) is compared with a
 one-device reference that shares only the model's forward pass and the augmentation: NT-Xent
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from test_train_step import tiny_config
 
 from ssl_jax import augment, optim, parallel, train
@@ -208,3 +209,133 @@ def test_mlm_step_equals_a_reference_written_another_way():
         )
         > 1e-3
     )
+
+
+# Eight examples a device: BatchNorm over two would make its gradient mostly rounding noise.
+SGD_LR, SGD_DECAY, SGD_MOMENTUM, EMA, BATCH = 0.1, 0.05, 0.9, 0.9, 64
+QUEUE = 2 * BATCH
+
+
+def reference_sgd(params, grads, velocity):
+    """Heavy-ball SGD with decay added to the gradient of kernels only, on host arrays."""
+    new_params, new_velocity = {}, {}
+    for path, weight in params.items():
+        grad = grads[path] + (SGD_DECAY * weight if path[-1] == "kernel" else 0.0)
+        new_velocity[path] = SGD_MOMENTUM * velocity[path] + grad
+        new_params[path] = weight - SGD_LR * new_velocity[path]
+    return new_params, new_velocity
+
+
+def reference_info_nce_with_queue(q, k, queue, temperature):
+    """-log softmax of each query's positive among [its key, every queued key], batch mean."""
+    unit = lambda x: x / jnp.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    q, k, queue = unit(q), unit(k), unit(queue)
+    logits = jnp.concatenate([jnp.sum(q * k, axis=1, keepdims=True), q @ queue.T], axis=1)
+    logits = logits / temperature
+    return jnp.mean(jax.scipy.special.logsumexp(logits, axis=1) - logits[:, 0])
+
+
+@pytest.mark.slow
+def test_moco_v2_step_equals_a_reference_written_another_way():
+    """Two 8-device MoCo v2 steps (shuffle BN, a queue that 2 steps of keys fill, EMA 0.9).
+
+    The reference runs each device's share through the model one share at a time: queries on
+    their own device's views, keys on the shares of a permuted batch put back in order with the
+    inverse permutation; InfoNCE written out with the queue, ``jax.grad``, SGD in NumPy, the key
+    encoder as 0.9 key + 0.1 query by formula, the keys written at the queue's pointer.
+    """
+    from configs import moco_v2_fashion_mnist
+    from ssl_jax.methods import moco
+
+    config = moco_v2_fashion_mnist.get_config("runlocal")
+    config.model.width_multiplier = 0.0625
+    config.head.hidden_dim, config.head.output_dim = 16, 8
+    config.moco.update(queue_size=QUEUE, momentum=EMA, momentum_cosine=False, bn="shuffle")
+    config.moco.bn_group_size = BATCH // 8  # one BN group per device's share
+    config.batch_size = BATCH
+    temperature = config.temperature
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (BATCH, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+    batch = {"image": images, "label": np.zeros(BATCH, np.int32)}
+    mesh = parallel.make_mesh()
+    method = moco.make(config, IMAGE_SIZE, parallel.DATA_AXIS, total_steps=STEPS)
+    tx = optim.make_optimizer(
+        "sgd", optax.constant_schedule(SGD_LR), weight_decay=SGD_DECAY, momentum=SGD_MOMENTUM,
+        nesterov=False,
+    )  # fmt: skip
+    initial, got, losses = sharded_steps(method, tx, batch, mesh)
+
+    model = method.loss.keywords["query_model"]  # the forward pass is all the two share
+    aug_kwargs = simclr.augment_kwargs(config, IMAGE_SIZE)
+    per_device = BATCH // 8
+    shares = [slice(d * per_device, (d + 1) * per_device) for d in range(8)]
+    params, batch_stats = initial.params, initial.batch_stats
+    key_params, key_stats = initial.extra["key_params"], initial.extra["key_batch_stats"]
+    queue, pointer = np.asarray(initial.extra["queue"]), int(initial.extra["queue_ptr"])
+    velocity = {path: np.zeros_like(leaf) for path, leaf in flat(params).items()}
+    structure = jax.tree.structure(params)
+    mean = lambda trees: jax.tree.map(lambda *x: sum(x) / len(x), *trees)  # noqa: E731
+    want_losses = []
+    for step in range(STEPS):
+        aug_key, shuffle_key = jax.random.split(jax.random.fold_in(initial.rng, step))
+        view1, view2 = augment.simclr_views(
+            aug_key, jnp.asarray(images), example_ids=jnp.arange(BATCH), **aug_kwargs
+        )
+        permutation = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, 0), BATCH))
+        shuffled = view2[permutation]
+        outputs = [
+            model.apply(
+                {"params": key_params, "batch_stats": key_stats}, shuffled[share], train=True,
+                predict=False, mutable=["batch_stats"],
+            )
+            for share in shares
+        ]  # fmt: skip
+        keys = jnp.concatenate([out for (_, out), _ in outputs])[np.argsort(permutation)]
+        new_key_stats = mean([updates["batch_stats"] for _, updates in outputs])
+
+        def loss_fn(params, batch_stats=batch_stats, view1=view1, keys=keys, queue=queue):
+            applied = [
+                model.apply(
+                    {"params": params, "batch_stats": batch_stats}, view1[share], train=True,
+                    mutable=["batch_stats"],
+                )
+                for share in shares
+            ]  # fmt: skip
+            q = jnp.concatenate([out[1] for out, _ in applied])
+            loss = reference_info_nce_with_queue(q, keys, jnp.asarray(queue), temperature)
+            return loss, mean([updates["batch_stats"] for _, updates in applied])
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        want_losses.append(float(loss))
+        new_params, velocity = reference_sgd(flat(params), flat(grads), velocity)
+        params = jax.tree.unflatten(structure, [new_params[path] for path in flat(params)])
+        key_params = jax.tree.map(lambda k, q: EMA * k + (1 - EMA) * q, key_params, params)
+        key_stats = new_key_stats
+        queue = queue.copy()
+        queue[pointer : pointer + BATCH] = np.asarray(keys)
+        pointer = (pointer + BATCH) % QUEUE
+
+    want = {
+        "params": params, "batch_stats": batch_stats, "key_params": key_params,
+        "key_batch_stats": key_stats, "queue": queue,
+    }  # fmt: skip
+    have = {"params": got.params, "batch_stats": got.batch_stats, **got.extra}
+    assert int(have.pop("queue_ptr")) == pointer == 0  # two steps fill the queue and wrap
+    worst = {"loss": np.max(np.abs(np.subtract(losses, want_losses)) / np.abs(want_losses))}
+    for part, tree in want.items():
+        worst[part] = max(
+            np.max(np.abs(leaf - flat(tree)[path]) / (np.abs(flat(tree)[path]) + 1e-2))
+            for path, leaf in flat(have[part]).items()
+        )
+    print("worst relative differences", worst)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    for part, tree in want.items():
+        for path, leaf in flat(have[part]).items():
+            np.testing.assert_allclose(
+                leaf, flat(tree)[path], rtol=2e-4, atol=5e-5, err_msg=f"{part} {path}"
+            )
+    # The two EMA inputs differ by far more than the tolerance: m and 1 - m cannot be confused.
+    moved = max(np.abs(a - b).max() for a, b in zip(
+        flat(got.params).values(), flat(initial.params).values(), strict=True
+    ))  # fmt: skip
+    assert moved > 1e-2

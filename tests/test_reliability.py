@@ -1,88 +1,63 @@
 """Runs that die survive: SIGKILL and SIGTERM at step boundaries or mid-save, corrupt checkpoints,
 and a workdir restarted with another config.
 
-SSL_JAX_KILL_POINTS=50 runs the kill test at 50 random moments instead of 2;
+Kill moments are drawn over the whole run from a seeded generator and printed (SSL_JAX_KILL_SEED
+picks the seed); SSL_JAX_KILL_POINTS=50 runs the kill test at 50 random moments instead of 2;
 SSL_JAX_KILL_CONFIG=configs/moco_v2_fashion_mnist.py (or bert_mlm_ptb.py, byol_fashion_mnist.py,
 any config) runs the SIGKILL and SIGTERM tests on another method.
 """
 
 import os
-import random
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from resume import assert_bitwise_equal
+from resume import assert_bitwise_equal, finish, kill_and_resume, kill_rng, start
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
 from ssl_jax import checkpoint, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 6
 OVERRIDES = [
     f"--config={os.environ.get('SSL_JAX_KILL_CONFIG', 'configs/simclr_fashion_mnist.py')}:runlocal",
-    "--config.total_steps=6",
+    f"--config.total_steps={TOTAL_STEPS}",
     "--config.checkpoint_every_steps=1",
+    "--config.keep_checkpoints=2",
     "--config.eval_every_steps=100",
 ]
 pytestmark = [pytest.mark.slow, needs_fashion_mnist]
 
 
-def start(workdir):
-    command = [sys.executable, "-m", "ssl_jax.main", f"--workdir={workdir}", *OVERRIDES]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def wait_for(process, text, timeout=300):
-    deadline = time.monotonic() + timeout
+def wait_for(process, text):
     lines = []
     for line in process.stdout:
         lines.append(line)
         if text in line:
             return lines
-        assert time.monotonic() < deadline, "".join(lines[-20:])
     raise AssertionError(f"{text!r} never printed:\n" + "".join(lines[-30:]))
 
 
-def finish(workdir):
-    process = start(workdir)
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
-    return output
-
-
 def final_arrays(workdir):
-    return checkpoint.Checkpointer(str(workdir)).restore_arrays(6)
+    return checkpoint.Checkpointer(str(workdir)).restore_arrays(TOTAL_STEPS)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    finish(workdir)
+    finish(workdir, OVERRIDES)
     return final_arrays(workdir)
 
 
 def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, uninterrupted):
-    kill_points = int(os.environ.get("SSL_JAX_KILL_POINTS", "2"))
-    rng = random.Random(0)
-    for index in range(kill_points):
+    rng = kill_rng()
+    for index in range(int(os.environ.get("SSL_JAX_KILL_POINTS", "2"))):
         workdir = tmp_path / f"killed{index}"
-        process = start(workdir)
-        wait_for(process, f"step {rng.randint(1, 4)}/6")
-        time.sleep(rng.uniform(0.0, 0.5))  # anywhere in a step, a save or an evaluation
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        finish(workdir)
+        kill_and_resume(workdir, OVERRIDES, TOTAL_STEPS, rng)
         assert_bitwise_equal(final_arrays(workdir), uninterrupted)
 
 
 def test_sigterm_saves_exits_cleanly_and_the_rerun_continues(tmp_path, uninterrupted):
-    process = start(tmp_path)
+    process = start(tmp_path, OVERRIDES)
     wait_for(process, "step 2/6")
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
@@ -90,17 +65,17 @@ def test_sigterm_saves_exits_cleanly_and_the_rerun_continues(tmp_path, uninterru
     assert "stopped at step" in output
     stopped = checkpoint.Checkpointer(str(tmp_path)).latest_step()
     assert stopped is not None and stopped < 6
-    resumed = finish(tmp_path)
+    resumed = finish(tmp_path, OVERRIDES)
     assert f"resumed from {tmp_path}/checkpoints at step {stopped}" in resumed
     assert_bitwise_equal(final_arrays(tmp_path), uninterrupted)
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, uninterrupted):
-    finish(tmp_path)
-    newest = tmp_path / "checkpoints" / "6"
+    finish(tmp_path, OVERRIDES)
+    newest = tmp_path / "checkpoints" / str(TOTAL_STEPS)
     victims = sorted(p for p in newest.rglob("*") if p.is_file() and p.stat().st_size > 1000)
     victims[0].write_bytes(victims[0].read_bytes()[:100])  # truncated as by a crash mid-write
-    output = finish(tmp_path)
+    output = finish(tmp_path, OVERRIDES)
     assert "checkpoint step 6" in output and "cannot be restored" in output
     assert "resumed from" in output and "at step 5" in output
     assert (tmp_path / "checkpoints" / "6.corrupt").is_dir()  # kept for inspection
