@@ -7,6 +7,7 @@ SSL_JAX_KILL_CONFIG=configs/moco_v2_fashion_mnist.py (or bert_mlm_ptb.py, byol_f
 any config) runs the SIGKILL and SIGTERM tests on another method.
 """
 
+import json
 import os
 import signal
 
@@ -92,4 +93,9 @@ def test_restarting_a_workdir_with_another_config_is_refused(tmp_path):
         train.run(config, str(tmp_path))
     config.total_steps = 0
     config.overwrite = True
+    train.run(config, str(tmp_path))
+    # The workdir now records the new config, so the same config continues it without the flag.
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["temperature"] == 0.7 and recorded["overwrite"] is True
+    config.overwrite = False
     train.run(config, str(tmp_path))
