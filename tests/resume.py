@@ -1,5 +1,5 @@
-"""Helpers of the resume tests: a run SIGKILLed at a random moment and rerun, a run that raises
-part way, and bit-for-bit tree equality."""
+"""Helpers of the resume tests: a run SIGKILLed at a random moment and rerun, and bit-for-bit
+tree equality."""
 
 import os
 import random
@@ -10,31 +10,10 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
-from ssl_jax import checkpoint, train
+from ssl_jax import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class Crash(Exception):
-    """What the injected failure raises."""
-
-
-def run_until_crash(config, workdir, monkeypatch, module, after_batches):
-    """``train.run`` whose ``module.train_batches`` stream dies after ``after_batches`` batches."""
-    real_batches = module.train_batches
-
-    def crashing(*args, **kwargs):
-        for index, batch in enumerate(real_batches(*args, **kwargs)):
-            if index == after_batches:
-                raise Crash
-            yield batch
-
-    with monkeypatch.context() as patch:
-        patch.setattr(module, "train_batches", crashing)
-        with pytest.raises(Crash):
-            train.run(config, str(workdir))
 
 
 def start(workdir, overrides):

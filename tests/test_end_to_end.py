@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from resume import assert_bitwise_equal, run_until_crash
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
@@ -138,9 +137,9 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoint(
 
 
 @pytest.mark.slow
-def test_mlm_trains_and_resumes_exactly_through_the_same_trainer(tmp_path, monkeypatch):
+def test_mlm_trains_through_the_same_trainer(tmp_path):
     from configs import bert_mlm_ptb
-    from ssl_jax.data import sources, text
+    from ssl_jax.data import sources
 
     config = bert_mlm_ptb.get_config("runlocal")
     if sources.problem(config):
@@ -157,10 +156,5 @@ def test_mlm_trains_and_resumes_exactly_through_the_same_trainer(tmp_path, monke
     assert 0 < results["eval_most_frequent_token_accuracy"] < 0.2
     assert checkpoint.Checkpointer(str(tmp_path / "straight")).latest_step() == 30
 
-    # A crash after step 13 and a restart: masks, dropout, data position and AdamW state resume.
-    run_until_crash(config, tmp_path / "resumed", monkeypatch, text, after_batches=13)
-    assert checkpoint.Checkpointer(str(tmp_path / "resumed")).latest_step() == 10
-    train.run(config, str(tmp_path / "resumed"))
-    straight = checkpoint.Checkpointer(str(tmp_path / "straight")).restore_arrays(30)
-    resumed = checkpoint.Checkpointer(str(tmp_path / "resumed")).restore_arrays(30)
-    assert_bitwise_equal(resumed, straight)
+    # Its resume (masks, dropout, data position, AdamW state) is held by a real SIGKILL in
+    # tests/test_mlm.py.
