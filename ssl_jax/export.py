@@ -1,6 +1,7 @@
 """Command-line export of a pretraining run's encoder alone (weights + model description).
 
 python -m ssl_jax.export --workdir=PRETRAIN_DIR --out=EXPORT_DIR [--step=N] [--overwrite]
+  [--layout=hf]  (a BERT run as a Hugging Face BertForMaskedLM folder)
 Reads the newest good checkpoint (or ``--step``), keeps the encoder's params and BatchNorm
 statistics (no projection head, optimiser or method state; a BERT run keeps its MLM head) and
 writes them with ``ssl_jax.models.interop.exported.write``; ``ssl_jax.models.load_encoder``
@@ -10,17 +11,20 @@ reads the folder back.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
 from ssl_jax.data import sources
 from ssl_jax.evaluation import pretrained
 from ssl_jax.models import bert
-from ssl_jax.models.interop import exported
+from ssl_jax.models.interop import bert_checkpoints, exported
 
 FLAGS = flags.FLAGS
 VOCAB_FILE = "vocab.txt"
@@ -85,9 +89,17 @@ def encoder_of(run: pretrained.Pretrained) -> tuple[dict[str, Any], dict[str, An
 
 
 def export(
-    workdir: str, out: str, *, step: int | None = None, overwrite: bool = False
+    workdir: str,
+    out: str,
+    *,
+    step: int | None = None,
+    overwrite: bool = False,
+    layout: str = "ssl_jax",
 ) -> dict[str, Any]:
     """Writes the encoder of ``workdir`` (checkpoint ``step``, default the newest) to ``out``.
+
+    ``layout="hf"`` (BERT runs) writes ``config.json`` + ``model.safetensors`` for
+    ``transformers.BertForMaskedLM.from_pretrained`` instead, with the vocab.txt beside them.
 
     Returns:
       The metadata written to ``out/encoder.json``.
@@ -95,12 +107,46 @@ def export(
     Raises:
       FileExistsError: ``out`` exists and ``overwrite`` is False (before reading anything).
       FileNotFoundError: ``workdir`` holds no run or no checkpoint.
+      ValueError: ``layout`` unknown, or "hf" for an image run.
     """
+    if layout not in ("ssl_jax", "hf"):
+        raise ValueError(f"--layout={layout!r}: use 'ssl_jax' or 'hf'.")
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"--out={out} exists: choose a new folder or pass --overwrite.")
+    if layout == "hf" and not sources.is_text(pretrained.read_config(workdir)):
+        raise ValueError(
+            "--layout=hf is for BERT (mlm) runs; an image run exports --layout=ssl_jax."
+        )
     run = pretrained.load(workdir, step)
     variables, metadata, extra_files = encoder_of(run)
+    if layout == "hf":
+        return _write_hf(out, variables["params"], metadata, extra_files, overwrite=overwrite)
     return exported.write(out, variables, metadata, overwrite=overwrite, extra_files=extra_files)
+
+
+def _write_hf(out, params, metadata, extra_files, *, overwrite: bool) -> dict[str, Any]:
+    """``bert_checkpoints.save_hf`` into a sibling folder renamed to ``out`` when complete."""
+    out = os.path.abspath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    staging = tempfile.mkdtemp(
+        prefix=f".{os.path.basename(out)}.partial-", dir=os.path.dirname(out)
+    )
+    os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide the export from other users
+    try:
+        bert_checkpoints.save_hf(staging, metadata["bert"], params)
+        for name, source in extra_files.items():
+            shutil.copyfile(source, os.path.join(staging, name))
+        if overwrite and os.path.exists(out):
+            shutil.rmtree(out)
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    weights = os.path.join(out, bert_checkpoints.HF_WEIGHTS_FILE)
+    count = sum(np.size(leaf) for leaf in jax.tree.leaves(params))
+    return dict(
+        metadata, weights={"file": weights, "count": count, "bytes": os.path.getsize(weights)}
+    )
 
 
 def _define_flags() -> None:
@@ -108,6 +154,10 @@ def _define_flags() -> None:
     flags.DEFINE_string("out", None, "Folder to create with encoder.safetensors and encoder.json.")
     flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the newest good one).")
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder (atomically).")
+    flags.DEFINE_enum(
+        "layout", "ssl_jax", ["ssl_jax", "hf"], "ssl_jax: encoder.safetensors + encoder.json "
+        "(models.load_encoder); hf: a BERT run as a Hugging Face BertForMaskedLM folder.",
+    )  # fmt: skip
     flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -115,7 +165,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        metadata = export(FLAGS.workdir, FLAGS.out, step=FLAGS.step, overwrite=FLAGS.overwrite)
+        metadata = export(
+            FLAGS.workdir, FLAGS.out, step=FLAGS.step, overwrite=FLAGS.overwrite,
+            layout=FLAGS.layout,
+        )  # fmt: skip
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     weights = metadata["weights"]

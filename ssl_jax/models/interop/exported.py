@@ -123,10 +123,12 @@ def write(
         "bytes": int(sum(value.nbytes for value in flat.values())),
     }
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide the export from other users
     try:
         safetensors_numpy.save_file(
             flat, os.path.join(staging, WEIGHTS_FILE), metadata={"format": FORMAT}
         )
+        os.chmod(os.path.join(staging, WEIGHTS_FILE), 0o644)  # safetensors writes 0o600
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
         for name, source in (extra_files or {}).items():
