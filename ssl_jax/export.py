@@ -82,7 +82,8 @@ def encoder_of(run: pretrained.Pretrained) -> tuple[dict[str, Any], dict[str, An
         "source": source,
     }
     module = exported.build_module(metadata)
-    sample = jnp.zeros((1, run.dataset.image_size, run.dataset.image_size, run.dataset.channels))
+    size, channels = run.dataset.image_size, run.dataset.channels
+    sample = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
     features = jax.eval_shape(lambda v, x: module.apply(v, x, train=False)[0], variables, sample)
     metadata["feature_dim"] = int(features.shape[-1])
     return variables, metadata, {}

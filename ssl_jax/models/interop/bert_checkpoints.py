@@ -126,8 +126,8 @@ def _layout_shape(kind: str, layout: str, shape: tuple[int, ...]) -> tuple[int, 
 def param_shapes(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Flat key -> ShapeDtypeStruct of ``Bert(**fields)``'s parameters (traced, not compiled)."""
     model = Bert(**fields)
-    sample = jnp.zeros((1, 1), jnp.int32)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample, sample, sample)
+    sample = jax.ShapeDtypeStruct((1, 1), jnp.int32)  # shapes only: nothing compiles
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, x, x), sample)
     return traverse_util.flatten_dict(shapes["params"], sep="/")
 
 
