@@ -51,6 +51,7 @@ def flat(tree):
     return jax.tree_util.tree_leaves_with_path(tree)
 
 
+@pytest.mark.slow  # ~35 s on 2 busy cores: two train steps and three evals compile
 def test_frozen_keeps_the_encoder_bitwise_and_end_to_end_moves_it(tiny_export):
     encoder = load_encoder(tiny_export)
     before = jax.tree.map(np.copy, encoder.variables)
