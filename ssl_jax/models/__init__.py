@@ -46,6 +46,37 @@ def build_encoder(
     )
 
 
+def load_encoder(directory: str, *, dtype: Any = None) -> Any:
+    """The encoder ``python -m ssl_jax.export`` wrote to ``directory``, with no workdir or data.
+
+    Returns an ``interop.exported.Encoder``: ``module``, ``variables`` (params and BN
+    statistics), ``metadata`` (the folder's encoder.json); calling it gives evaluation-mode
+    features of uint8 images (or token ids). ``dtype`` overrides the compute dtype.
+
+    >>> import tempfile, jax, numpy as np
+    >>> from ssl_jax.models.interop import exported
+    >>> module = ResNet10(width_multiplier=0.25, stem="small")
+    >>> images = np.zeros((2, 8, 8, 1), np.uint8)
+    >>> init = lambda x: module.init(jax.random.PRNGKey(0), x, train=False)
+    >>> shapes = jax.eval_shape(init, images / 255.0)  # traced, not compiled: cheap
+    >>> variables = jax.tree.map(lambda s: np.full(s.shape, 0.1, s.dtype), shapes)
+    >>> folder = tempfile.mkdtemp() + "/encoder"
+    >>> info = {"kind": "image", "model": {"name": "resnet10", "width_multiplier": 0.25,
+    ...         "stem": "small"}, "input": {"image_size": 8, "channels": 1}}
+    >>> _ = exported.write(folder, variables, info)
+    >>> encoder = load_encoder(folder)
+    >>> encoder(images).shape
+    (2, 128)
+
+    Raises:
+      FileNotFoundError: ``directory`` is not an export folder.
+      interop.exported.ShapeMismatchError: its weights do not fit the model it describes.
+    """
+    from ssl_jax.models.interop import exported
+
+    return exported.load_encoder(directory, dtype=dtype)
+
+
 __all__ = [
     "BERTS",
     "Bert",
@@ -66,4 +97,5 @@ __all__ = [
     "ViTSmall",
     "ViTTiny",
     "build_encoder",
+    "load_encoder",
 ]
