@@ -147,6 +147,13 @@ def test_every_shipped_config_passes_the_checks(name, arg):
         assert config_checks.linear_eval_problem(config) is None
         linear.validate_config(config)
         return
+    if name.startswith("finetune"):
+        from ssl_jax import finetune
+
+        # The encoder and the dataset are given on the command line; the rest runs as shipped.
+        config.encoder, config.dataset = "ENCODER_DIR", "folder:DATA"
+        finetune.validate_config(config)
+        return
     assert config_checks.problem(config) is None
     METHODS[config.method].validate(config, config.batch_size, 8)
 
