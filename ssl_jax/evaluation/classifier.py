@@ -126,7 +126,7 @@ def train_classifier(
     for epoch in range(epochs):
         order = shuffle.permutation(count)[: steps_per_epoch * batch_size]
         order = order.reshape(steps_per_epoch, batch_size)
-        loss = 0.0
+        chunk_losses = []
         for start in range(0, steps_per_epoch, chunk_steps):
             chunk = order[start : start + chunk_steps]
             live = np.arange(chunk_steps) < len(chunk)
@@ -135,8 +135,10 @@ def train_classifier(
                 params, opt_state, features.to_devices(inputs[chunk], rows),
                 features.to_devices(labels[chunk], rows), features.to_devices(live, replicated),
             )  # fmt: skip
-            loss += float(chunk_loss)
-        loss /= steps_per_epoch
+            # Kept on device: one host sync per epoch, so the next chunk's transfer is not held
+            # back behind this chunk's steps.
+            chunk_losses.append(chunk_loss)
+        loss = float(sum(chunk_losses)) / steps_per_epoch
         if not np.isfinite(loss):
             raise FloatingPointError(
                 f"linear classifier loss {loss} at epoch {epoch + 1}: lower learning_rate."
