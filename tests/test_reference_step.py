@@ -91,22 +91,23 @@ def test_simclr_step_equals_a_reference_written_another_way():
     params, batch_stats = initial.params, initial.batch_stats
     velocity = {path: np.zeros_like(leaf) for path, leaf in flat(params).items()}
     structure = jax.tree.structure(params)
+
+    def loss_fn(params, batch_stats, view1, view2):
+        (_, projections), updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            jnp.concatenate([view1, view2]),
+            mutable=["batch_stats"],
+        )
+        loss = reference_nt_xent(projections[:16], projections[16:], config.temperature)
+        return loss, updates["batch_stats"]
+
+    # Jitted: the same ops dispatched one by one cost minutes on two cores.
+    value_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+    views = jax.jit(lambda key: augment.simclr_views(key, jnp.asarray(images), **aug_kwargs))
     want_losses = []
     for step in range(STEPS):
-        key = jax.random.fold_in(initial.rng, step)
-        view1, view2 = augment.simclr_views(key, jnp.asarray(images), **aug_kwargs)
-
-        def loss_fn(params, batch_stats=batch_stats, view1=view1, view2=view2):
-            (_, projections), updates = model.apply(
-                {"params": params, "batch_stats": batch_stats},
-                jnp.concatenate([view1, view2]),
-                mutable=["batch_stats"],
-            )
-            return reference_nt_xent(projections[:16], projections[16:], config.temperature), (
-                updates["batch_stats"]
-            )
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        view1, view2 = views(jax.random.fold_in(initial.rng, step))
+        (loss, batch_stats), grads = value_and_grad(params, batch_stats, view1, view2)
         want_losses.append(float(loss))
         new_params, velocity = reference_lars(flat(params), flat(grads), velocity)
         params = jax.tree.unflatten(structure, [new_params[path] for path in flat(params)])
@@ -169,6 +170,17 @@ def test_mlm_step_equals_a_reference_written_another_way():
     moments = {path: (np.zeros_like(w), np.zeros_like(w)) for path, w in flat(params).items()}
     structure = jax.tree.structure(params)
     every_position = jnp.broadcast_to(jnp.arange(16), (16, 16))
+
+    @jax.jit
+    @jax.value_and_grad
+    def value_and_grad(params, input_ids, targets):
+        logits, _ = model.apply(
+            {"params": params}, input_ids, jnp.zeros_like(input_ids), every_position, train=False
+        )
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        picked = jnp.take_along_axis(log_probs, jnp.maximum(targets, 0)[..., None], -1)[..., 0]
+        return -jnp.sum(jnp.where(targets >= 0, picked, 0.0)) / jnp.sum(targets >= 0)
+
     want_losses = []
     for step in range(STEPS):
         mask_key, _ = jax.random.split(jax.random.fold_in(initial.rng, step))
@@ -183,16 +195,7 @@ def test_mlm_step_equals_a_reference_written_another_way():
             targets[row, positions[row, col]] = labels[row, col]
         assert (targets >= 0).sum() == weights.sum() > 0
 
-        def loss_fn(params, input_ids=input_ids, targets=targets):
-            logits, _ = model.apply(
-                {"params": params}, input_ids, jnp.zeros_like(input_ids), every_position,
-                train=False,
-            )  # fmt: skip
-            log_probs = jax.nn.log_softmax(logits, axis=-1)
-            picked = jnp.take_along_axis(log_probs, np.maximum(targets, 0)[..., None], -1)[..., 0]
-            return -jnp.sum(jnp.where(targets >= 0, picked, 0.0)) / np.sum(targets >= 0)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+        loss, grads = value_and_grad(params, input_ids, targets)
         want_losses.append(float(loss))
         new_params, moments = reference_bert_adamw(flat(params), flat(grads), moments)
         params = jax.tree.unflatten(structure, [new_params[path] for path in flat(params)])
@@ -275,14 +278,13 @@ def test_moco_v2_step_equals_a_reference_written_another_way():
     velocity = {path: np.zeros_like(leaf) for path, leaf in flat(params).items()}
     structure = jax.tree.structure(params)
     mean = lambda trees: jax.tree.map(lambda *x: sum(x) / len(x), *trees)  # noqa: E731
-    want_losses = []
-    for step in range(STEPS):
-        aug_key, shuffle_key = jax.random.split(jax.random.fold_in(initial.rng, step))
-        view1, view2 = augment.simclr_views(
-            aug_key, jnp.asarray(images), example_ids=jnp.arange(BATCH), **aug_kwargs
-        )
-        permutation = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, 0), BATCH))
-        shuffled = view2[permutation]
+    views = jax.jit(lambda key: augment.simclr_views(
+        key, jnp.asarray(images), example_ids=jnp.arange(BATCH), **aug_kwargs
+    ))  # fmt: skip
+
+    # Jitted whole: the same ops eagerly, one dispatch each, took minutes on two cores.
+    @jax.jit
+    def key_forward(key_params, key_stats, shuffled):
         outputs = [
             model.apply(
                 {"params": key_params, "batch_stats": key_stats}, shuffled[share], train=True,
@@ -290,22 +292,32 @@ def test_moco_v2_step_equals_a_reference_written_another_way():
             )
             for share in shares
         ]  # fmt: skip
-        keys = jnp.concatenate([out for (_, out), _ in outputs])[np.argsort(permutation)]
-        new_key_stats = mean([updates["batch_stats"] for _, updates in outputs])
+        keys = jnp.concatenate([out for (_, out), _ in outputs])
+        return keys, mean([updates["batch_stats"] for _, updates in outputs])
 
-        def loss_fn(params, batch_stats=batch_stats, view1=view1, keys=keys, queue=queue):
-            applied = [
-                model.apply(
-                    {"params": params, "batch_stats": batch_stats}, view1[share], train=True,
-                    mutable=["batch_stats"],
-                )
-                for share in shares
-            ]  # fmt: skip
-            q = jnp.concatenate([out[1] for out, _ in applied])
-            loss = reference_info_nce_with_queue(q, keys, jnp.asarray(queue), temperature)
-            return loss, mean([updates["batch_stats"] for _, updates in applied])
+    def loss_fn(params, batch_stats, view1, keys, queue):
+        applied = [
+            model.apply(
+                {"params": params, "batch_stats": batch_stats}, view1[share], train=True,
+                mutable=["batch_stats"],
+            )
+            for share in shares
+        ]  # fmt: skip
+        q = jnp.concatenate([out[1] for out, _ in applied])
+        loss = reference_info_nce_with_queue(q, keys, queue, temperature)
+        return loss, mean([updates["batch_stats"] for _, updates in applied])
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    value_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+    want_losses = []
+    for step in range(STEPS):
+        aug_key, shuffle_key = jax.random.split(jax.random.fold_in(initial.rng, step))
+        view1, view2 = views(aug_key)
+        permutation = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, 0), BATCH))
+        shuffled_keys, new_key_stats = key_forward(key_params, key_stats, view2[permutation])
+        keys = shuffled_keys[np.argsort(permutation)]
+        (loss, batch_stats), grads = value_and_grad(
+            params, batch_stats, view1, keys, jnp.asarray(queue)
+        )
         want_losses.append(float(loss))
         new_params, velocity = reference_sgd(flat(params), flat(grads), velocity)
         params = jax.tree.unflatten(structure, [new_params[path] for path in flat(params)])
