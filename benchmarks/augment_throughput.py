@@ -25,7 +25,7 @@ _SCRIPT = os.path.abspath(__file__)
 def jax_worker(args: dict) -> tuple[dict, callable]:
     import jax
 
-    from ssl_jax import augment
+    from ssl_jax.vision import augment
 
     images = _images(args)
     recipe = dict(crop_scale=(0.08, 1.0), jitter_strength=0.5, jitter_prob=0.8,

@@ -165,7 +165,7 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
     _pin(args["cores"])
     import tensorflow as tf
 
-    from ssl_jax.data import images
+    from ssl_jax.vision import data as images
 
     threads = len(args["cores"])
     tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -30,9 +30,10 @@ def jax_worker(args: dict) -> tuple[dict, callable]:
 
     sys.path.insert(0, str(harness.REPO))  # configs/ is not an installed package
     from configs import bert_mlm_ptb
-    from ssl_jax import optim, parallel, train
-    from ssl_jax.data.tokenizer import RESERVED_TOKENS, Vocab
+    from ssl_jax import train
+    from ssl_jax.core import optim, parallel
     from ssl_jax.methods import mlm
+    from ssl_jax.text.tokenizer import RESERVED_TOKENS, Vocab
 
     config = bert_mlm_ptb.get_config()
     config.batch_size = args["batch_size"]

@@ -34,7 +34,8 @@ def compiled_jax_step(args: dict) -> tuple[Any, Any, Any, float]:
 
     sys.path.insert(0, str(harness.REPO))  # configs/ is not an installed package
     from configs import simclr_cifar10
-    from ssl_jax import optim, parallel, train
+    from ssl_jax import train
+    from ssl_jax.core import optim, parallel
     from ssl_jax.methods import simclr
 
     config = simclr_cifar10.get_config()
@@ -91,7 +92,7 @@ def _skip_augmentation() -> None:
     """
     import jax.numpy as jnp
 
-    from ssl_jax import augment
+    from ssl_jax.vision import augment
 
     def given_views(rng, images, **kwargs):
         del rng, kwargs

@@ -38,23 +38,23 @@ xla_defaults.apply()
 # and train step then run on a machine that has JAX alone. Only the input pipeline, the
 # evaluation writers and the trainer's run() need the rest.
 _SUBMODULES = {
-    "TrainState": "ssl_jax.state",
-    "augment": "ssl_jax.augment",
-    "checkpoint": "ssl_jax.checkpoint",
+    "TrainState": "ssl_jax.core.state",
+    "augment": "ssl_jax.vision.augment",
+    "checkpoint": "ssl_jax.core.checkpoint",
     "classifier": "ssl_jax.evaluation.classifier",
     "features": "ssl_jax.evaluation.features",
-    "images": "ssl_jax.data.images",
+    "images": "ssl_jax.vision.data",
     "knn": "ssl_jax.evaluation.knn",
     "linear": "ssl_jax.evaluation.linear",
     "losses": "ssl_jax.losses",
     "masking": "ssl_jax.masking",
     "methods": "ssl_jax.methods",
     "models": "ssl_jax.models",
-    "optim": "ssl_jax.optim",
-    "parallel": "ssl_jax.parallel",
+    "optim": "ssl_jax.core.optim",
+    "parallel": "ssl_jax.core.parallel",
     "plots": "ssl_jax.evaluation.plots",
     "pretrained": "ssl_jax.evaluation.pretrained",
-    "probe": "ssl_jax.probe",
+    "probe": "ssl_jax.core.probe",
     "train": "ssl_jax.train",
 }
 
@@ -94,18 +94,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ssl_jax import (
-        augment,
-        checkpoint,
-        losses,
-        masking,
-        methods,
-        models,
-        optim,
-        parallel,
-        probe,
-        train,
-    )
-    from ssl_jax.data import images
+    from ssl_jax import losses, masking, methods, models, train
+    from ssl_jax.core import checkpoint, optim, parallel, probe
+    from ssl_jax.core.state import TrainState
     from ssl_jax.evaluation import classifier, features, knn, linear, plots, pretrained
-    from ssl_jax.state import TrainState
+    from ssl_jax.vision import augment
+    from ssl_jax.vision import data as images

@@ -14,13 +14,13 @@ from typing import Any
 
 import ml_collections
 
-from ssl_jax import optim
-from ssl_jax.augment import simclr_augment
-from ssl_jax.data import text
+from ssl_jax.core import optim
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.simclr import REDUCTIONS
 from ssl_jax.models import BERTS, ENCODERS
 from ssl_jax.models.resnet import STEMS
+from ssl_jax.text import data as text
+from ssl_jax.vision.augment import simclr_augment
 
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("lars", "sgd", "adamw")

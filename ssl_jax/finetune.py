@@ -234,7 +234,7 @@ def scratch_variables(encoder: exported.Encoder, seed: int) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Loads the encoder and dataset, checks they fit, fine-tunes, compares with scratch."""
-    from ssl_jax.data import images as image_data
+    from ssl_jax.vision import data as image_data
 
     validate_config(config)
     encoder = load_any_encoder(config.encoder, config.step)

@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssl_jax import parallel
+from ssl_jax.core import parallel
 from ssl_jax.evaluation import linear
 
 FLAGS = flags.FLAGS

@@ -14,7 +14,8 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ssl_jax import parallel, train
+from ssl_jax import train
+from ssl_jax.core import parallel
 
 FLAGS = flags.FLAGS
 HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpshort"}

@@ -19,11 +19,14 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from ssl_jax import augment, masking, storage
-from ssl_jax.data import images, sources
+from ssl_jax import masking
+from ssl_jax.core import storage
+from ssl_jax.data import sources
 from ssl_jax.evaluation import plots
 from ssl_jax.methods import mlm, simclr
 from ssl_jax.run_reader import Missing, RunReader
+from ssl_jax.vision import augment
+from ssl_jax.vision import data as images
 
 PLOTS_DIR = "plots"
 EMBEDDING_METHODS = ("pca", "tsne")

@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from ssl_jax import storage
-from ssl_jax.data import text
+from ssl_jax.core import storage
 from ssl_jax.evaluation import plots, pretrained
-from ssl_jax.evaluation.mlm import frequency_baseline
+from ssl_jax.text import data as text
+from ssl_jax.text.evaluation import frequency_baseline
 
 
 class Missing(Exception):

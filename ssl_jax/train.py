@@ -19,19 +19,20 @@ from etils import epy
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import checkpoint, optim, parallel, preemption
-from ssl_jax import probe as probe_lib
+from ssl_jax.core import checkpoint, optim, parallel, preemption
+from ssl_jax.core import probe as probe_lib
+from ssl_jax.core.state import TrainState
 from ssl_jax.methods import METHODS, Method
 from ssl_jax.models import ENCODERS
 from ssl_jax.models.bert import BERTS
-from ssl_jax.state import TrainState
 
 with epy.lazy_imports():
     import ml_collections
 
-    from ssl_jax import config_checks, report, storage
-    from ssl_jax import loop as loop_lib
-    from ssl_jax import workdir as workdir_lib
+    from ssl_jax import config_checks, report
+    from ssl_jax.core import loop as loop_lib
+    from ssl_jax.core import storage
+    from ssl_jax.core import workdir as workdir_lib
     from ssl_jax.data import sources
 
 

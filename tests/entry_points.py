@@ -69,10 +69,10 @@ def _drive(commands: list[list[str]], command_timeout: int) -> list[dict]:
     import tensorflow_datasets  # noqa: F401
     from clu import metric_writers  # noqa: F401
 
-    import ssl_jax.data.images  # noqa: F401
-    import ssl_jax.data.text  # noqa: F401
     import ssl_jax.evaluation.linear  # noqa: F401
+    import ssl_jax.text.data  # noqa: F401
     import ssl_jax.train  # noqa: F401
+    import ssl_jax.vision.data  # noqa: F401
 
     scratch = tempfile.mkdtemp(prefix="entry_points_")
     results = []

@@ -16,7 +16,7 @@ import time
 
 from test_multihost import NUM_PROCESSES, REPO, free_port, train_flags
 
-from ssl_jax import checkpoint
+from ssl_jax.core import checkpoint
 
 TOTAL_STEPS = 10
 CHECKPOINT_EVERY = 4

@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from ssl_jax import checkpoint
+from ssl_jax.core import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,8 +14,9 @@ from configs import (
     moco_v3_vit_small_imagenet,
     simclr_fashion_mnist,
 )
-from ssl_jax import augment, losses, train
+from ssl_jax import losses, train
 from ssl_jax.methods import moco, simclr
+from ssl_jax.vision import augment
 
 
 def _param_paths(tree):

@@ -1,4 +1,5 @@
-"""Tests for ssl_jax.augment: conventions against reference formulas, determinism, jit, sharding.
+"""Tests for ssl_jax.vision.augment: conventions against reference formulas, determinism, jit and
+sharding.
 
 Images are tiny (8x8, 16x16) and jitted functions are shared between tests to keep compiles few.
 """
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax import augment
+from ssl_jax.vision import augment
 
 BATCH_SIZE = 8
 
@@ -309,7 +310,7 @@ def test_gaussian_blur_matches_numpy_separable_filter():
 
 
 def test_asymmetric_second_view_changes_only_view_two():
-    from ssl_jax.augment import solarize
+    from ssl_jax.vision.augment import solarize
 
     images = np.random.default_rng(5).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     key = jax.random.key(3)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from configs import simclr_fashion_mnist
 from ssl_jax import train
-from ssl_jax.data import images
+from ssl_jax.vision import data as images
 
 
 def write_image(path, array):

@@ -16,9 +16,11 @@ from test_linear_eval import file_digests
 
 from configs import bert_mlm_ptb
 from configs import linear_eval as linear_eval_config
-from ssl_jax import checkpoint, parallel, train
+from ssl_jax import train
+from ssl_jax.core import checkpoint, parallel
 from ssl_jax.data import sources
-from ssl_jax.evaluation import linear, mlm, pretrained
+from ssl_jax.evaluation import linear, pretrained
+from ssl_jax.text import evaluation as mlm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("bbc_probe_accuracy", "bbc_probe_accuracy_random_init")
@@ -145,7 +147,7 @@ def test_each_accuracy_comes_from_its_own_weights(mlm_workdir, tmp_path, monkeyp
 
 @needs_bbc_news
 def test_bbc_news_subset_keeps_every_class():
-    from ssl_jax.data.tokenizer import RESERVED_TOKENS, Vocab
+    from ssl_jax.text.tokenizer import RESERVED_TOKENS, Vocab
 
     vocab = Vocab(RESERVED_TOKENS + ("the", "a", "of", "to"))
     ids, labels, classes = mlm.load_bbc_news(vocab, 16)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from test_train_step import tiny_config
 
-from ssl_jax import optim, parallel, train
+from ssl_jax import train
+from ssl_jax.core import optim, parallel
 from ssl_jax.methods import simclr
 
 

@@ -16,8 +16,8 @@ import orbax.checkpoint as ocp
 import pytest
 from resume import REPO, assert_bitwise_equal
 
-from ssl_jax import checkpoint, parallel, storage
-from ssl_jax.state import TrainState
+from ssl_jax.core import checkpoint, parallel, storage
+from ssl_jax.core.state import TrainState
 
 
 def make_state(mesh):

@@ -13,7 +13,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from test_losses import numpy_nt_xent
 
-from ssl_jax import losses, parallel
+from ssl_jax import losses
+from ssl_jax.core import parallel
 
 
 def value_and_grads(z1, z2, chunk_size, axis_name=None):

@@ -14,9 +14,9 @@ from test_data import needs_fashion_mnist
 from configs import linear_eval as linear_eval_config
 from configs import simclr_fashion_mnist
 from ssl_jax import config_checks, train
-from ssl_jax.data import text
 from ssl_jax.evaluation import linear
 from ssl_jax.methods import METHODS
+from ssl_jax.text import data as text
 
 REPO = entry_points.REPO
 SIMCLR = "configs/simclr_fashion_mnist.py:runlocal"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ssl_jax.data import images, prepare
+from ssl_jax.data import prepare
+from ssl_jax.vision import data as images
 
 needs_fashion_mnist = pytest.mark.skipif(
     images.missing_data_message("fashion_mnist") is not None,

@@ -12,7 +12,8 @@ import tensorflow as tf
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
-from ssl_jax import checkpoint, loop, train
+from ssl_jax import train
+from ssl_jax.core import checkpoint, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,7 @@
 """Workdirs on Google Cloud Storage, against a real GCS API: ``gcp-storage-emulator`` on localhost.
 
 The emulator lives in its own venv, made by ``tests/tools/gcs_emulator_venv.sh``. The only
-variable set is ``STORAGE_EMULATOR_HOST``; ``ssl_jax.storage`` points each client at it.
+variable set is ``STORAGE_EMULATOR_HOST``; ``ssl_jax.core.storage`` points each client at it.
 """
 
 import json
@@ -28,7 +28,8 @@ from test_data import needs_fashion_mnist
 from test_multihost import REPO, free_port
 
 from configs import simclr_fashion_mnist
-from ssl_jax import checkpoint, storage, train
+from ssl_jax import train
+from ssl_jax.core import checkpoint, storage
 
 EMULATOR_PYTHON = os.path.join(REPO, ".test-tools", "gcs-emulator", "bin", "python")
 LAUNCHER = os.path.join(REPO, "tests", "tools", "gcs_emulator.py")

@@ -15,8 +15,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from test_train_step import tiny_config
 
-from ssl_jax import augment, gradcache, losses, parallel
+from ssl_jax import gradcache, losses
+from ssl_jax.core import parallel
 from ssl_jax.methods import simclr
+from ssl_jax.vision import augment
 
 
 class BatchNormMLP(nn.Module):

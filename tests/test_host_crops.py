@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from ssl_jax.augment import views
-from ssl_jax.data import images
+from ssl_jax.vision import data as images
+from ssl_jax.vision.augment import views
 
 HEIGHT, WIDTH, OUT = 192, 256, 48  # not square: a crop from the centre square misses the sides
 

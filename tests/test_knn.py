@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssl_jax import parallel
+from ssl_jax.core import parallel
 from ssl_jax.evaluation import knn
 
 

@@ -16,7 +16,7 @@ from test_data import needs_fashion_mnist
 
 from configs import linear_eval as linear_eval_config
 from configs import moco_v2_fashion_mnist, simclr_fashion_mnist
-from ssl_jax import checkpoint, parallel, workdir
+from ssl_jax.core import checkpoint, parallel, workdir
 from ssl_jax.evaluation import classifier, features, linear, pretrained
 from ssl_jax.methods import METHODS
 
@@ -302,7 +302,7 @@ def test_workdirs_without_a_run_or_checkpoint_are_refused(tmp_path):
     assert os.listdir(empty) == []
 
     from configs import bert_mlm_ptb
-    from ssl_jax.data import text
+    from ssl_jax.text import data as text
 
     # A text run gets the BBC News probe (tests/test_bbc_probe.py), from its checkpoint and vocab.
     text_config = bert_mlm_ptb.get_config("runlocal")

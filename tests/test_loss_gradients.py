@@ -17,7 +17,8 @@ import pytest
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import losses, parallel
+from ssl_jax import losses
+from ssl_jax.core import parallel
 
 AXIS = parallel.DATA_AXIS
 DEVICES = 8

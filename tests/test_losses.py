@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import blockwise, losses, parallel
+from ssl_jax import blockwise, losses
+from ssl_jax.core import parallel
 
 
 def numpy_nt_xent(z1, z2, temperature):

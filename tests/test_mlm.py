@@ -8,10 +8,11 @@ from jax.sharding import PartitionSpec as P
 from resume import assert_bitwise_equal, kill_and_resume, kill_rng
 
 from configs import bert_mlm_ptb
-from ssl_jax import checkpoint, losses, masking, optim, parallel, train
-from ssl_jax.data.tokenizer import RESERVED_TOKENS, Vocab
+from ssl_jax import losses, masking, train
+from ssl_jax.core import checkpoint, optim, parallel
 from ssl_jax.methods import mlm
 from ssl_jax.models.bert import BertTiny
+from ssl_jax.text.tokenizer import RESERVED_TOKENS, Vocab
 
 VOCAB = Vocab(RESERVED_TOKENS + tuple(f"w{i}" for i in range(40)) + ("##a", "##b"))
 SPECIAL = VOCAB.special_ids  # (0, 1, 2, 3, 4)

@@ -13,7 +13,8 @@ from test_data import needs_fashion_mnist
 from test_losses import numeric_grad
 
 from configs import moco_v2_fashion_mnist
-from ssl_jax import checkpoint, losses, parallel, train
+from ssl_jax import losses, train
+from ssl_jax.core import checkpoint, parallel
 from ssl_jax.methods import moco
 
 

@@ -21,10 +21,11 @@ from test_data import needs_fashion_mnist
 from test_train_step import assert_trees_close
 
 from configs import simclr_fashion_mnist
-from ssl_jax import checkpoint, optim, parallel, train
-from ssl_jax.data import images
+from ssl_jax import train
+from ssl_jax.core import checkpoint, optim, parallel
+from ssl_jax.core.probe import OnlineProbe
 from ssl_jax.methods import simclr
-from ssl_jax.probe import OnlineProbe
+from ssl_jax.vision import data as images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_PROCESSES = 2

@@ -50,7 +50,8 @@ def tiny_config():
 
 def run_steps(config, out_path):
     """Two SimCLR steps on one device; saves the losses and final parameters to ``out_path``."""
-    from ssl_jax import optim, parallel, train
+    from ssl_jax import train
+    from ssl_jax.core import optim, parallel
     from ssl_jax.methods import simclr
 
     images = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 1), dtype=np.uint8)

@@ -14,7 +14,8 @@ from jax.sharding import PartitionSpec as P
 from resume import assert_bitwise_equal
 from test_loss_gradients import _assert_close
 
-from ssl_jax import checkpoint, losses, optim, parallel, train
+from ssl_jax import losses, train
+from ssl_jax.core import checkpoint, optim, parallel
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.moco import momentum_at
 

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from configs import bert_base_wikipedia, bert_mlm_ptb, moco_v2_imagenet
-from ssl_jax import models, optim
+from ssl_jax import models
+from ssl_jax.core import optim
 
 
 def test_decay_mask_excludes_biases_and_norm_parameters():

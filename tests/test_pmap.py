@@ -11,9 +11,10 @@ import test_mlm
 from test_train_step import assert_trees_close, tiny_config
 
 from configs import moco_v2_fashion_mnist
-from ssl_jax import optim, parallel, train
+from ssl_jax import train
+from ssl_jax.core import optim, parallel
+from ssl_jax.core.probe import OnlineProbe
 from ssl_jax.methods import mlm, moco, simclr
-from ssl_jax.probe import OnlineProbe
 
 
 def run_steps(parallelism, images, num_steps=2):

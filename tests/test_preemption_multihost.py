@@ -13,7 +13,7 @@ from multihost_runs import TOTAL_STEPS, final_arrays, read, start, uninterrupted
 from resume import assert_bitwise_equal
 from test_data import needs_fashion_mnist
 
-from ssl_jax import checkpoint, loop
+from ssl_jax.core import checkpoint, loop
 
 
 @pytest.mark.slow

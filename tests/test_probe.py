@@ -8,9 +8,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import moco_v2_fashion_mnist, simclr_fashion_mnist
-from ssl_jax import optim, parallel, train
+from ssl_jax import train
+from ssl_jax.core import optim, parallel
+from ssl_jax.core.probe import OnlineProbe
 from ssl_jax.methods import METHODS
-from ssl_jax.probe import OnlineProbe
 
 LEARNING_RATE = 0.5
 

@@ -15,8 +15,10 @@ import optax
 import pytest
 from test_train_step import tiny_config
 
-from ssl_jax import augment, optim, parallel, train
+from ssl_jax import train
+from ssl_jax.core import optim, parallel
 from ssl_jax.methods import simclr
+from ssl_jax.vision import augment
 
 # A decay large enough that decaying a bias or BN parameter by mistake moves it well past the
 # tolerance, which float rounding between 8 devices and one sets for the BN parameters.

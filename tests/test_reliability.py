@@ -16,7 +16,8 @@ from resume import assert_bitwise_equal, finish, kill_and_resume, kill_rng, star
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
-from ssl_jax import checkpoint, train
+from ssl_jax import train
+from ssl_jax.core import checkpoint
 
 TOTAL_STEPS = 6
 OVERRIDES = [

@@ -125,7 +125,7 @@ def test_missing_pieces_skip_their_plot_with_a_warning(simclr_workdir, tmp_path,
 def test_mlm_run_gets_its_curves_and_the_models_guesses(tmp_path):
     """An MLM workdir laid out as the trainer leaves it (config, checkpoint, events), untrained."""
     from configs import bert_mlm_ptb
-    from ssl_jax import checkpoint, workdir
+    from ssl_jax.core import checkpoint, workdir
     from ssl_jax.data import sources
     from ssl_jax.evaluation import pretrained
 

@@ -16,10 +16,11 @@ from resume import assert_bitwise_equal
 from test_data import needs_fashion_mnist
 
 from configs import moco_v2_fashion_mnist, simclr_fashion_mnist
-from ssl_jax import checkpoint, loop, optim, parallel, train
+from ssl_jax import train
+from ssl_jax.core import checkpoint, loop, optim, parallel
+from ssl_jax.core.method import Method
+from ssl_jax.core.state import TrainState
 from ssl_jax.methods import METHODS
-from ssl_jax.methods.base import Method
-from ssl_jax.state import TrainState
 
 
 def regression_loss(params, state, batch, rng, axis_name):

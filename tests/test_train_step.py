@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import simclr_fashion_mnist
-from ssl_jax import optim, parallel, train
+from ssl_jax import train
+from ssl_jax.core import optim, parallel
 from ssl_jax.methods import simclr
 
 

@@ -1,7 +1,7 @@
 """Builds tfds datasets offline from local copies of their source files.
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; text corpora from our builders
-(``ssl_jax.data.builders``) plus a WordPiece vocab; everything else uses tfds's download.
+(``ssl_jax.text.builders``) plus a WordPiece vocab; everything else uses tfds's download.
 Run as ``python -m ssl_jax.data.prepare fashion_mnist``; safe to run again (it does nothing then).
 """
 
@@ -48,12 +48,12 @@ def _write_atomically(path: str, payload: bytes) -> None:
 def prepare(name: str, data_dir: str | None = None, *, lower_case: bool = True) -> None:
     """Makes ``tfds.load(name, data_dir=data_dir)`` work; a no-op when it already does.
 
-    Text corpora (``ssl_jax.data.text.DATASETS``; ``NAME:VOCAB_SIZE`` picks the vocab size) are
+    Text corpora (``ssl_jax.text.data.DATASETS``; ``NAME:VOCAB_SIZE`` picks the vocab size) are
     built with their WordPiece vocab, lower-cased unless ``lower_case`` is False.
     """
     import tensorflow_datasets as tfds
 
-    from ssl_jax.data import text
+    from ssl_jax.text import data as text
 
     text_name, _, vocab_size = name.partition(":")
     if text_name in text.DATASETS:

@@ -1,6 +1,6 @@
 """What the trainer needs from a dataset, for images and text alike: checks, batches, evaluation.
 
-The dataset's name decides its kind: a text corpus (``ssl_jax.data.text.DATASETS``) or images.
+The dataset's name decides its kind: a text corpus (``ssl_jax.text.data.DATASETS``) or images.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssl_jax.data import images, text
+from ssl_jax.text import data as text
+from ssl_jax.vision import data as images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +91,7 @@ def build(config: ml_collections.ConfigDict, local_batch_size: int) -> Source:
             process_index=jax.process_index(), process_count=jax.process_count(),
             data_dir=config.data_dir,
         )  # fmt: skip
-        from ssl_jax.evaluation.mlm import MlmMonitor  # evaluation imports the model stack
+        from ssl_jax.text.evaluation import MlmMonitor
 
         return Source(
             steps_per_epoch=lambda: max(1, count() // local_batch_size),
@@ -104,7 +105,7 @@ def build(config: ml_collections.ConfigDict, local_batch_size: int) -> Source:
     dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
     examples = images.num_examples(dataset, dataset.train_split, config.data_dir)
     shape = (local_batch_size, dataset.image_size, dataset.image_size, dataset.channels)
-    from ssl_jax.evaluation.monitor import KnnMonitor
+    from ssl_jax.vision.monitor import KnnMonitor
 
     return Source(
         steps_per_epoch=lambda: max(1, examples // config.batch_size),

@@ -18,9 +18,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from ssl_jax import optim, parallel
+from ssl_jax.core import optim, parallel
+from ssl_jax.core.parallel import DATA_AXIS
 from ssl_jax.evaluation import features
-from ssl_jax.parallel import DATA_AXIS
 
 # Feature rows are fed to the devices this many bytes at a time, whatever the split's size.
 STREAM_BYTES = 2**26

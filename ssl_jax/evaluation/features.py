@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from ssl_jax import parallel
+from ssl_jax.core import parallel
 
 
 def to_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:

@@ -15,10 +15,10 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from ssl_jax import parallel
+from ssl_jax.core import parallel
+from ssl_jax.core.parallel import DATA_AXIS
 from ssl_jax.evaluation import features
 from ssl_jax.losses import l2_normalize
-from ssl_jax.parallel import DATA_AXIS
 
 
 def _local_then_global_top_k(queries, bank, bank_labels, valid, *, k: int):

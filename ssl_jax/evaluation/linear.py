@@ -21,9 +21,13 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ssl_jax import config_checks, parallel, storage
-from ssl_jax.data import images, sources, text
-from ssl_jax.evaluation import classifier, features, mlm, pretrained
+from ssl_jax import config_checks
+from ssl_jax.core import parallel, storage
+from ssl_jax.data import sources
+from ssl_jax.evaluation import classifier, features, pretrained
+from ssl_jax.text import data as text
+from ssl_jax.text import evaluation as mlm
+from ssl_jax.vision import data as images
 
 OUTPUT_SUBDIR = "linear_eval"
 

@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ssl_jax import checkpoint, storage
-from ssl_jax.data import images, sources, text
+from ssl_jax.core import checkpoint, storage
+from ssl_jax.data import sources
 from ssl_jax.methods import METHODS, Method
+from ssl_jax.text import data as text
+from ssl_jax.vision import data as images
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,8 @@ Each entry is a module with ``make(config, image_size, bn_axis_name, *, total_st
 settings, per-device facts checked against each device's share of the batch.
 """
 
+from ssl_jax.core.method import Method
 from ssl_jax.methods import barlow_twins, byol, mlm, moco, simclr, simsiam, vicreg
-from ssl_jax.methods.base import Method
 
 METHODS = {
     "simclr": simclr,

@@ -17,14 +17,14 @@ from etils import epy
 from jax import lax
 
 from ssl_jax import losses, masking
-from ssl_jax.data.tokenizer import Vocab
-from ssl_jax.methods.base import Method
+from ssl_jax.core.method import Method
 from ssl_jax.models.bert import BERTS, Bert
+from ssl_jax.text.tokenizer import Vocab
 
 with epy.lazy_imports():
     import ml_collections
 
-    from ssl_jax.data import text
+    from ssl_jax.text import data as text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,11 @@ import jax.numpy as jnp
 from etils import epy
 from jax import lax
 
-from ssl_jax import augment, gradcache, losses
-from ssl_jax.methods.base import Method
+from ssl_jax import gradcache, losses
+from ssl_jax.core.method import Method
+from ssl_jax.core.probe import PROBE_FEATURES
 from ssl_jax.models import ProjectionHead, build_encoder
-from ssl_jax.probe import PROBE_FEATURES
+from ssl_jax.vision import augment
 
 with epy.lazy_imports():
     import ml_collections

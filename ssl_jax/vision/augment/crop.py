@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ssl_jax.augment._image import as_image
+from ssl_jax.vision.augment._image import as_image
 
 # torchvision's RandomResizedCrop draws this many candidate boxes before falling back.
 _CROP_ATTEMPTS = 10

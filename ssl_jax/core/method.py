@@ -16,7 +16,7 @@ import jax
 InitFn = Callable[[jax.Array, jax.Array], dict[str, Any]]
 # (params, state, batch, rng, axis_name) -> (loss, (mutated, metrics dict)), where mutated holds
 # the new values of state fields the forward pass changes ("batch_stats", "extra"), and may hold
-# the features of the online probe under ssl_jax.probe.PROBE_FEATURES.
+# the features of the online probe under ssl_jax.core.probe.PROBE_FEATURES.
 # The loss's value is the global one (all-reduced over axis_name) and its gradient is the
 # gradient of that value: under shard_map JAX sums replicated parameters' gradients itself.
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from ssl_jax import storage
+from ssl_jax.core import storage
 
 # Fields that say how long to run or how often to report, not what is trained.
 RESUMABLE_FIELDS = (

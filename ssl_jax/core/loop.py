@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ssl_jax import checkpoint, parallel, storage
+from ssl_jax.core import checkpoint, parallel, storage
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> dict[str, float]:

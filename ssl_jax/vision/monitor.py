@@ -13,10 +13,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import storage
-from ssl_jax.data import images
+from ssl_jax.core import storage
+from ssl_jax.core.method import Method
 from ssl_jax.evaluation import features, knn
-from ssl_jax.methods.base import Method
+from ssl_jax.vision import data as images
 
 
 class KnnMonitor:

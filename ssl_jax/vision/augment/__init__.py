@@ -4,8 +4,8 @@ They have static shapes and no Python branching on traced values, so they run on
 jitted or shard_mapped train step, one ``vmap`` over the batch.
 """
 
-from ssl_jax.augment.blur import gaussian_blur
-from ssl_jax.augment.color import (
+from ssl_jax.vision.augment.blur import gaussian_blur
+from ssl_jax.vision.augment.color import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -16,8 +16,8 @@ from ssl_jax.augment.color import (
     solarize,
     to_grayscale,
 )
-from ssl_jax.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
-from ssl_jax.augment.views import simclr_augment, simclr_views
+from ssl_jax.vision.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
+from ssl_jax.vision.augment.views import simclr_augment, simclr_views
 
 __all__ = [
     "adjust_brightness",

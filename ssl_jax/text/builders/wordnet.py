@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from ssl_jax.data.builders.base import TextCorpusBuilder, group_lines
+from ssl_jax.text.builders.base import TextCorpusBuilder, group_lines
 
 WORDNET_DIR = "/usr/share/wordnet"
 INSTALL_HINT = "apt-get install -y wordnet-base"

