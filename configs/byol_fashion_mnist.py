@@ -17,7 +17,7 @@ from configs import common, simclr_fashion_mnist
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
     config = simclr_fashion_mnist.get_config()
-    config.method = "byol"
+    common.use_method(config, "byol")
     config.learning_rate = 1.0
     config.weight_decay = 1e-5
     config.head.num_layers = 2

@@ -27,7 +27,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=1000, learning_rate=0.2)
     config = common.imagenet(common.base())
-    config.method = "byol"
+    common.use_method(config, "byol")
     config.batch_size = 4096
     config.epochs = float(args.epochs)
     config.warmup_epochs = 10.0

@@ -45,13 +45,12 @@ def _parse_value(key: str, value: str | None, default):
         ) from None
 
 
-def base() -> ml_collections.ConfigDict:
+def core() -> ml_collections.ConfigDict:
+    """The fields every run reads: data, optimiser, schedule, logging, checkpoints."""
     config = ml_collections.ConfigDict()
     config.method = "simclr"
     config.dataset = "fashion_mnist"
-    config.image_size = ml_collections.FieldReference(None, field_type=int)
     config.data_dir = ml_collections.FieldReference(None, field_type=str)
-    config.cache_dataset = True
     config.shuffle_buffer = 50_000
     config.seed = 0
     config.overwrite = False  # continue a workdir whose saved config differs from this one
@@ -80,13 +79,24 @@ def base() -> ml_collections.ConfigDict:
     # Top-level parameter groups whose learning rate stays at its peak (SimSiam's predictor).
     config.fixed_lr_modules = ()
 
-    config.temperature = 0.5
-    # NT-Xent in blocks of this many anchors (exact, O(N x chunk) memory): None picks it above
-    # losses.AUTO_CHUNK_MIN_LOGITS similarities, 0 never chunks.
-    config.loss_chunk_size = ml_collections.FieldReference(None, field_type=int)
-    # Gradient caching: the encoder runs this many views at a time, activations recomputed in the
-    # backward pass, so large batches fit on few devices. None or 0: off. BN is per chunk.
-    config.grad_cache_chunk_size = ml_collections.FieldReference(None, field_type=int)
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 1000
+    config.eval_every_steps = 5000
+    config.keep_checkpoints = 3
+    # 0: a non-finite loss or gradient stops the run. K > 0: such a step is skipped (nothing
+    # changes, the count is logged as skipped_steps), up to K in a row.
+    config.skip_nonfinite_steps = 0
+    # N > 0: a jax.profiler trace of N steps (from the second) in WORKDIR/profile, for TensorBoard.
+    config.profile_steps = 0
+    # PNGs in WORKDIR/plots (and TensorBoard) at the end of a run; python -m ssl_jax.report redraws.
+    config.plots = True
+    return config
+
+
+def _image_fields(config: ml_collections.ConfigDict) -> None:
+    """What every image run reads: images, encoder, projection head, views, kNN, probe."""
+    config.image_size = ml_collections.FieldReference(None, field_type=int)
+    config.cache_dataset = True
     config.model = ml_collections.ConfigDict(
         dict(
             name="resnet18",
@@ -100,20 +110,15 @@ def base() -> ml_collections.ConfigDict:
     # stride-2 gradients without dilation); None is on for the CPU backend only.
     config.model.cpu_conv_rewrites = ml_collections.FieldReference(None, field_type=bool)
     # The output layer's BN learns a scale (SimCLR's head); MoCo v3 sets last_bn_scale=False.
-    # last_bn: BN on the projection (read by BYOL, SimSiam, Barlow Twins and VICReg).
     config.head = ml_collections.ConfigDict(
         dict(
             hidden_dim=2048,
             output_dim=128,
             num_layers=2,
             use_bn=True,
-            last_bn=True,
             last_bn_scale=True,
         )
     )
-    # SimCLR's loss: "sum_over_views" is the reference code's loss_a + loss_b (twice the mean
-    # over the 2N anchors); "mean" is that mean.
-    config.nt_xent_reduction = "sum_over_views"
     config.augment = ml_collections.ConfigDict(
         dict(
             crop_scale=(0.08, 1.0),
@@ -127,7 +132,39 @@ def base() -> ml_collections.ConfigDict:
             second_view=ml_collections.ConfigDict(),
         )
     )
-    # MoCo fields (used when method == "moco").
+    config.knn = ml_collections.ConfigDict(
+        dict(
+            k=200,
+            temperature=0.1,
+            batch_size=1024,
+            max_memory_examples=ml_collections.FieldReference(None, field_type=int),
+            max_test_examples=ml_collections.FieldReference(None, field_type=int),
+        )
+    )
+    # Online linear probe on stop-gradient features, trained in the train step.
+    config.probe = ml_collections.ConfigDict(dict(enabled=True, learning_rate=1e-3))
+
+
+def _simclr(config: ml_collections.ConfigDict) -> None:
+    config.temperature = 0.5
+    # NT-Xent in blocks of this many anchors (exact, O(N x chunk) memory): None picks it above
+    # losses.AUTO_CHUNK_MIN_LOGITS similarities, 0 never chunks.
+    config.loss_chunk_size = ml_collections.FieldReference(None, field_type=int)
+    # Gradient caching: the encoder runs this many views at a time, activations recomputed in the
+    # backward pass, so large batches fit on few devices. None or 0: off. BN is per chunk.
+    config.grad_cache_chunk_size = ml_collections.FieldReference(None, field_type=int)
+    # "sum_over_views" is the reference code's loss_a + loss_b (twice the mean over the 2N
+    # anchors); "mean" is that mean.
+    config.nt_xent_reduction = "sum_over_views"
+
+
+def _predictor(config: ml_collections.ConfigDict) -> None:
+    # last_bn: BN on the predictor's output (MoCo v3's ViT predictor; not its ResNet one).
+    config.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, num_layers=2, last_bn=True))
+
+
+def _moco(config: ml_collections.ConfigDict) -> None:
+    config.temperature = 0.5
     config.moco = ml_collections.ConfigDict(
         dict(
             version=2,
@@ -140,36 +177,102 @@ def base() -> ml_collections.ConfigDict:
             joint_view_bn=False,
         )
     )
-    # last_bn: BN on the predictor's output (MoCo v3's ViT predictor; not its ResNet one).
-    config.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, num_layers=2, last_bn=True))
-    # BYOL's target network: EMA momentum, rising to 1 by a cosine over the run.
+    _predictor(config)  # v3's
+
+
+def _projector(config: ml_collections.ConfigDict) -> None:
+    config.head.last_bn = True  # BN on the projection
+
+
+def _byol(config: ml_collections.ConfigDict) -> None:
+    _projector(config)
+    _predictor(config)
+    # The target network: EMA momentum, rising to 1 by a cosine over the run.
     config.byol = ml_collections.ConfigDict(dict(momentum=0.996, momentum_cosine=True))
-    # Barlow Twins: off-diagonal weight lambda, and a factor on the whole loss.
+
+
+def _simsiam(config: ml_collections.ConfigDict) -> None:
+    _projector(config)
+    _predictor(config)
+
+
+def _barlow_twins(config: ml_collections.ConfigDict) -> None:
+    _projector(config)
+    # Off-diagonal weight lambda, and a factor on the whole loss.
     config.barlow_twins = ml_collections.ConfigDict(dict(lambda_offdiag=0.0051, scale=1.0))
-    # VICReg: invariance, variance and covariance weights (lambda, mu, nu).
+
+
+def _vicreg(config: ml_collections.ConfigDict) -> None:
+    _projector(config)
+    # Invariance, variance and covariance weights (lambda, mu, nu).
     config.vicreg = ml_collections.ConfigDict(dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0))
-    config.knn = ml_collections.ConfigDict(
-        dict(
-            k=200,
-            temperature=0.1,
-            batch_size=1024,
-            max_memory_examples=ml_collections.FieldReference(None, field_type=int),
-            max_test_examples=ml_collections.FieldReference(None, field_type=int),
-        )
-    )
-    # Online linear probe on stop-gradient features, trained in the train step (image methods).
-    config.probe = ml_collections.ConfigDict(dict(enabled=True, learning_rate=1e-3))
-    config.log_every_steps = 50
-    config.checkpoint_every_steps = 1000
-    config.eval_every_steps = 5000
-    config.keep_checkpoints = 3
-    # 0: a non-finite loss or gradient stops the run. K > 0: such a step is skipped (nothing
-    # changes, the count is logged as skipped_steps), up to K in a row.
-    config.skip_nonfinite_steps = 0
-    # N > 0: a jax.profiler trace of N steps (from the second) in WORKDIR/profile, for TensorBoard.
-    config.profile_steps = 0
-    # PNGs in WORKDIR/plots (and TensorBoard) at the end of a run; python -m ssl_jax.report redraws.
-    config.plots = True
+
+
+# The fields each image method reads beyond _image_fields, as defaults.
+IMAGE_METHODS = {
+    "simclr": _simclr,
+    "moco": _moco,
+    "byol": _byol,
+    "simsiam": _simsiam,
+    "barlow_twins": _barlow_twins,
+    "vicreg": _vicreg,
+}
+
+
+def _paths(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict) and key in ("head", "model"):
+            paths |= _paths(value, f"{prefix}{key}.")
+        else:
+            paths.add(prefix + key)
+    return paths
+
+
+def _section(method: str) -> set[str]:
+    """The field paths ``method``'s section adds (head.last_bn, moco, predictor, ...)."""
+    config = ml_collections.ConfigDict()
+    _image_fields(config)
+    before = _paths(config)
+    IMAGE_METHODS[method](config)
+    return _paths(config) - before
+
+
+def use_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """Makes an image config ``method``'s: drops the fields only other methods read, adds this
+    one's defaults where absent, and keeps every shared field as the config set it.
+
+    >>> config = use_method(base(), "byol")
+    >>> "byol" in config, "temperature" in config, config.head.last_bn
+    (True, False, True)
+    """
+    if method not in IMAGE_METHODS:
+        raise ValueError(f"use_method: {method!r} is not an image method {sorted(IMAGE_METHODS)}.")
+    keep = _section(method)
+    for other in IMAGE_METHODS:
+        for path in _section(other) - keep:
+            parent, _, name = path.rpartition(".")
+            node = config[parent] if parent else config
+            if name in node:
+                del node[name]
+    defaults = ml_collections.ConfigDict()
+    _image_fields(defaults)
+    IMAGE_METHODS[method](defaults)
+    for path in keep:
+        parent, _, name = path.rpartition(".")
+        node = config[parent] if parent else config
+        if name not in node:
+            node[name] = (defaults[parent] if parent else defaults)[name]
+    config.method = method
+    return config
+
+
+def base(method: str = "simclr") -> ml_collections.ConfigDict:
+    """An image run of ``method``: the core fields, the image fields and the method's own."""
+    config = core()
+    _image_fields(config)
+    IMAGE_METHODS[method](config)
+    config.method = method
     return config
 
 
@@ -195,9 +298,11 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.model.width_multiplier = 0.125
     config.head.hidden_dim = 64
     config.head.output_dim = 32
-    config.predictor.hidden_dim = 64
-    config.moco.queue_size = 128
-    config.moco.bn_group_size = 8
+    if "predictor" in config:
+        config.predictor.hidden_dim = 64
+    if "moco" in config:
+        config.moco.queue_size = 128
+        config.moco.bn_group_size = 8
     config.knn.max_memory_examples = 512
     config.knn.max_test_examples = 256
     config.knn.batch_size = 256
@@ -211,15 +316,14 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
 
 
 def text_base() -> ml_collections.ConfigDict:
-    """``base()`` for masked-language modelling: BERT, WordPiece text, BERT's AdamW and schedule.
+    """Masked-language modelling: the core fields, BERT, WordPiece text, BERT's AdamW and schedule.
 
     Text runs count warm-up in steps (``warmup_steps``): an epoch of packed sequences is only
-    known after tokenising the corpus.
+    known after tokenising the corpus. No image field (augmentations, kNN, probe) is here.
     """
-    config = base()
+    config = core()
     config.method = "mlm"
     config.dataset = "ptb"
-    config.probe.enabled = False  # no labels to probe
     # google-research/bert optimization.py: AdamWeightDecayOptimizer (eps 1e-6, no bias
     # correction, decay 0.01 except LayerNorm and biases), gradients clipped to global norm 1.0,
     # learning rate linear from step 0 to the last, with warm-up replacing its first steps.

@@ -13,14 +13,15 @@ from configs import common, simclr_fashion_mnist
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
-    config = simclr_fashion_mnist.get_config("runlocal" if args.runlocal else None)
-    config.method = "moco"
+    config = simclr_fashion_mnist.get_config()
+    common.use_method(config, "moco")
     config.temperature = 0.2
     config.moco.version = 2
     config.moco.momentum = 0.99
     config.moco.bn = "shuffle"
-    if not args.runlocal:
-        config.moco.queue_size = 4096
-        config.moco.bn_group_size = 64
+    config.moco.queue_size = 4096
+    config.moco.bn_group_size = 64
     config.head.use_bn = False  # MoCo v2's MLP head has no BatchNorm
+    if args.runlocal:
+        common.shrink_for_runlocal(config)
     return config

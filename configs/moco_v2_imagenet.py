@@ -16,7 +16,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=200)
     config = common.imagenet(common.base())
-    config.method = "moco"
+    common.use_method(config, "moco")
     config.batch_size = 256
     config.epochs = float(args.epochs)
     config.warmup_epochs = 0.0

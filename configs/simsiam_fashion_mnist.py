@@ -17,7 +17,7 @@ from configs import common, simclr_fashion_mnist
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
     config = simclr_fashion_mnist.get_config()
-    config.method = "simsiam"
+    common.use_method(config, "simsiam")
     config.optimizer = "sgd"
     config.nesterov = False
     config.decay_all_params = True

@@ -24,7 +24,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=100)
     config = common.imagenet(common.base())
-    config.method = "simsiam"
+    common.use_method(config, "simsiam")
     config.batch_size = 512
     config.epochs = float(args.epochs)
     config.warmup_epochs = 0.0

@@ -16,7 +16,7 @@ from configs import common, simclr_fashion_mnist
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False)
     config = simclr_fashion_mnist.get_config()
-    config.method = "vicreg"
+    common.use_method(config, "vicreg")
     config.learning_rate = 0.3
     config.weight_decay = 1e-4
     config.head.hidden_dim = 512

@@ -25,7 +25,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, runlocal=False, epochs=1000)
     config = common.imagenet(common.base())
-    config.method = "vicreg"
+    common.use_method(config, "vicreg")
     config.batch_size = 2048
     config.epochs = float(args.epochs)
     config.warmup_epochs = 10.0

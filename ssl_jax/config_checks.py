@@ -14,12 +14,12 @@ from typing import Any
 
 import ml_collections
 
+from ssl_jax import tasks
 from ssl_jax.core import optim
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.simclr import REDUCTIONS
 from ssl_jax.models import BERTS, ENCODERS
 from ssl_jax.models.resnet import STEMS
-from ssl_jax.text import data as text
 from ssl_jax.vision.augment import simclr_augment
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -180,7 +180,6 @@ SHARED: dict[str, Rule] = {
             and all(isinstance(name, str) and name for name in value)
         ),
     ),
-    "temperature": number(0, low_open=True),
     "model.name": one_of({**ENCODERS, **BERTS}),
     "log_every_steps": integer(1),
     "checkpoint_every_steps": integer(1),
@@ -219,12 +218,14 @@ IMAGE: dict[str, Rule] = {
 }
 
 SIMCLR: dict[str, Rule] = {
+    "temperature": number(0, low_open=True),
     "nt_xent_reduction": one_of(REDUCTIONS),
     "loss_chunk_size": integer(0, none="chosen by size"),
     "grad_cache_chunk_size": integer(0, none="off"),
 }
 
 MOCO: dict[str, Rule] = {
+    "temperature": number(0, low_open=True),
     "moco.version": Rule("2 or 3", lambda value: _is_int(value) and value in (2, 3)),
     "moco.queue_size": integer(1),
     "moco.momentum": FRACTION_OF_ONE,
@@ -293,17 +294,16 @@ TABLES: dict[str, tuple[dict[str, Rule], ...]] = {
     "vicreg": (SHARED, IMAGE, VICREG),
 }
 
-# The shared presets of configs/common.py each method's configs build on: a field that holds
-# one of their values was not set by the config. configs/ is not part of the installed package,
-# but every shipped config imports it; without it only unknown fields are reported.
-_PRESETS = {
-    "simclr": ("base", "imagenet(base)", "shrink_for_runlocal(base)"),
-    "moco": ("base", "imagenet(base)", "shrink_for_runlocal(base)"),
-    "mlm": ("text_base",),
-    **{
-        method: ("base", "imagenet(base)", "shrink_for_runlocal(base)")
-        for method in ("byol", "simsiam", "barlow_twins", "vicreg")
-    },
+# The sections a method's config must hold (configs.common gives each method its own): without
+# one, the method would fail on a missing field after compiling.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "simclr": ("augment", "knn"),
+    "moco": ("augment", "knn", "moco", "predictor"),
+    "byol": ("augment", "knn", "byol", "predictor"),
+    "simsiam": ("augment", "knn", "predictor"),
+    "barlow_twins": ("augment", "knn", "barlow_twins"),
+    "vicreg": ("augment", "knn", "vicreg"),
+    "mlm": ("text", "mlm"),
 }
 
 
@@ -343,22 +343,21 @@ def _plain(value: Any) -> Any:
 
 
 def preset_configs(method: str) -> list[ml_collections.ConfigDict]:
-    """``configs.common``'s presets for ``method`` (empty when configs/ cannot be imported)."""
+    """``configs.common``'s presets for ``method``: a field that holds one of their values was
+    not set by the config (the runlocal shrink sizes fields every config holds). configs/ is not
+    part of the installed package; without it the presets are empty and only fields out of range
+    or unread are reported."""
     try:
         common = importlib.import_module("configs.common")
     except ImportError:
         return []
-    presets = []
-    for recipe in _PRESETS[method]:
-        if recipe == "text_base":
-            presets.append(common.text_base())
-        elif recipe == "base":
-            presets.append(common.base())
-        elif recipe == "imagenet(base)":
-            presets.append(common.imagenet(common.base()))
-        else:
-            presets.append(common.shrink_for_runlocal(common.base()))
-    return presets
+    if method == "mlm":
+        return [common.text_base()]
+    return [
+        common.base(method),
+        common.imagenet(common.base(method)),
+        common.shrink_for_runlocal(common.base(method)),
+    ]
 
 
 def _readers(path: str) -> list[str]:
@@ -368,13 +367,19 @@ def _readers(path: str) -> list[str]:
 def field_problem(config: ml_collections.ConfigDict) -> str | None:
     """The first field out of its rule's range, or set where this method does not read it.
 
-    "Set" means holding a value none of the method's presets (``preset_configs``) hold: base()
-    gives every image config MoCo's and kNN's fields, and the runlocal shrink sizes the queue
-    of a SimCLR run, so only a value a config or an override chose can be stale.
+    "Set" means holding a value none of the method's presets (``preset_configs``) hold. A
+    config without a section its method reads (``SECTIONS``) is refused first.
     """
     method = config.get("method")
     if method not in TABLES:
         return f"method={method!r} must be {one_of(TABLES).allowed}."
+    missing = [name for name in SECTIONS[method] if name not in config]
+    if missing:
+        return (
+            f"method={method!r} reads the {missing[0]!r} fields, which this config does not hold: "
+            f"start from a {method} config (configs/) or configs.common.use_method(config, "
+            f"{method!r})."
+        )
     rules = rules_for(method)
     every_field = {path for tables in TABLES.values() for table in tables for path in table}
     presets = preset_configs(method)
@@ -401,14 +406,9 @@ def field_problem(config: ml_collections.ConfigDict) -> str | None:
 
 def combination_problem(config: ml_collections.ConfigDict) -> str | None:
     """Fields each in range that cannot go together (checked after ``field_problem``)."""
-    is_text_data = config.dataset.split("/")[0] in text.DATASETS
-    if (config.method == "mlm") != is_text_data:
-        kind = "a text" if is_text_data else "an image"
-        wants = "text" if config.method == "mlm" else "images"
-        return (
-            f"dataset={config.dataset!r} is {kind} dataset, but method={config.method!r} trains "
-            f"on {wants}" + (f": use one of {sorted(text.DATASETS)}." if wants == "text" else ".")
-        )
+    mismatch = tasks.mismatch(config.method, config.dataset)
+    if mismatch:
+        return mismatch
     total_steps, warmup_steps = config.get("total_steps"), config.get("warmup_steps") or 0
     if total_steps and warmup_steps >= total_steps:
         return (

@@ -17,76 +17,28 @@ import tempfile
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from ssl_jax.data import sources
+from ssl_jax import tasks
 from ssl_jax.evaluation import pretrained
-from ssl_jax.models import bert
 from ssl_jax.models.interop import bert_checkpoints, exported
 
 FLAGS = flags.FLAGS
 VOCAB_FILE = "vocab.txt"
 
 
-def bert_fields(config: Any, vocab: Any) -> dict[str, Any]:
-    """The ``Bert`` constructor arguments of an MLM run (as ``methods.mlm.build_model``)."""
-    sizes = dict(bert.BERTS[config.model.name].keywords)
-    return dict(
-        sizes,
-        vocab_size=vocab.size,
-        max_position=config.model.get("max_position", 512),
-        dropout_rate=config.model.get("dropout_rate", 0.1),
-        pad_id=vocab.pad_id,
-        with_nsp=config.text.get("nsp", False),
-    )
-
-
 def encoder_of(run: pretrained.Pretrained) -> tuple[dict[str, Any], dict[str, Any], dict]:
     """(variables, metadata, extra files) of the encoder inside a loaded run."""
     config = run.config
-    source = {
+    variables, metadata, extra_files = tasks.of_method(config.method).export_encoder(run)
+    metadata["source"] = {
         "workdir": os.path.abspath(run.workdir) if "://" not in run.workdir else run.workdir,
         "step": run.step,
         "method": config.method,
         "dataset": config.dataset,
     }
-    if sources.is_text(config):
-        vocab = run.dataset.vocab()
-        metadata = {
-            "kind": "bert",
-            "model": {"name": config.model.name},
-            "dtype": config.get("dtype", "float32"),
-            "bert": bert_fields(config, vocab),
-            "input": {"max_seq_len": config.text.max_seq_len, "vocab_file": VOCAB_FILE},
-            "feature_dim": bert_fields(config, vocab)["hidden_size"],
-            "source": source,
-        }
-        variables = {"params": run.variables["params"], "batch_stats": {}}
-        return variables, metadata, {VOCAB_FILE: run.dataset.vocab_path}
-    # Every image method nests its backbone as the submodule named "encoder".
-    variables = {
-        "params": run.variables["params"]["encoder"],
-        "batch_stats": run.variables["batch_stats"].get("encoder", {}),
-    }
-    metadata = {
-        "kind": "image",
-        "model": config.model.to_dict(),
-        "dtype": config.get("dtype", "float32"),
-        "input": {
-            "image_size": run.dataset.image_size,
-            "channels": run.dataset.channels,
-            "pixels": "uint8, divided by 255 inside the encoder's apply",
-        },
-        "source": source,
-    }
-    module = exported.build_module(metadata)
-    size, channels = run.dataset.image_size, run.dataset.channels
-    sample = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
-    features = jax.eval_shape(lambda v, x: module.apply(v, x, train=False)[0], variables, sample)
-    metadata["feature_dim"] = int(features.shape[-1])
-    return variables, metadata, {}
+    return variables, metadata, extra_files
 
 
 def export(
@@ -114,7 +66,7 @@ def export(
         raise ValueError(f"--layout={layout!r}: use 'ssl_jax' or 'hf'.")
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"--out={out} exists: choose a new folder or pass --overwrite.")
-    if layout == "hf" and not sources.is_text(pretrained.read_config(workdir)):
+    if layout == "hf" and tasks.of_method(pretrained.read_config(workdir).method).name != "text":
         raise ValueError(
             "--layout=hf is for BERT (mlm) runs; an image run exports --layout=ssl_jax."
         )

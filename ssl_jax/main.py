@@ -8,6 +8,7 @@ by --coordinator_address=HOST:PORT --num_processes=N --process_id=I (see README 
 import contextlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 
@@ -111,6 +112,21 @@ def resolve_config_path(argv: list[str]) -> list[str]:
     return resolved
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an override of a field the config does not hold said in one line
+    (ml_collections raises a KeyError from deep inside it)."""
+    try:
+        return FLAGS(argv)
+    except (KeyError, AttributeError) as error:
+        names = re.findall(r"'([^'\"]+)'", str(error)) or [str(error)]
+        overrides = [arg.split("=")[0] for arg in argv if arg.startswith("--config.")]
+        sys.exit(
+            f"error: an override ({', '.join(overrides)}) names a field the config does not hold "
+            f"({names[0]!r}); a config holds only the fields its method and modality read: "
+            "remove it, or start from a config of the method that reads it."
+        )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -137,4 +153,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     if HELP_FLAGS & set(sys.argv[1:]):  # absl's --help exits with status 1
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-    app.run(main, argv=resolve_config_path(sys.argv))
+    app.run(main, argv=resolve_config_path(sys.argv), flags_parser=parse_flags)

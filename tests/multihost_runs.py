@@ -34,7 +34,7 @@ HOOK = """
 import os
 import time
 import jax
-from ssl_jax import checkpoint
+from ssl_jax.core import checkpoint
 
 _save = checkpoint.Checkpointer.save
 

@@ -118,7 +118,7 @@ def test_moco_v3_normalises_each_view_on_its_own_like_the_reference():
         extra=variables["extra"],
     )  # fmt: skip
     rng = jax.random.key(2)
-    loss, (mutated, _) = jax.jit(lambda p, s, b, r: method.loss(p, s, b, r, None))(
+    loss, aux = jax.jit(lambda p, s, b, r: method.loss(p, s, b, r, None))(
         variables["params"], state, batch, rng
     )
 
@@ -151,7 +151,7 @@ def test_moco_v3_normalises_each_view_on_its_own_like_the_reference():
     )
     np.testing.assert_allclose(loss, want, rtol=1e-5)
     for got, expected in zip(
-        jax.tree.leaves(mutated["batch_stats"]), jax.tree.leaves(stats), strict=True
+        jax.tree.leaves(aux.mutated["batch_stats"]), jax.tree.leaves(stats), strict=True
     ):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 

@@ -16,9 +16,8 @@ from test_linear_eval import file_digests
 
 from configs import bert_mlm_ptb
 from configs import linear_eval as linear_eval_config
-from ssl_jax import train
+from ssl_jax import tasks, train
 from ssl_jax.core import checkpoint, parallel
-from ssl_jax.data import sources
 from ssl_jax.evaluation import linear, pretrained
 from ssl_jax.text import evaluation as mlm
 
@@ -38,8 +37,8 @@ needs_bbc_news = pytest.mark.skipif(
 def mlm_workdir(tmp_path_factory):
     """A finished ``bert_mlm_ptb.py:runlocal`` run (4 steps, checkpoints at 2 and 4)."""
     config = bert_mlm_ptb.get_config("runlocal")
-    if sources.problem(config):
-        pytest.skip(f"{sources.problem(config)} (.ci/run prepares it)")
+    if tasks.of_method(config.method).problem(config):
+        pytest.skip(f"{tasks.of_method(config.method).problem(config)} (.ci/run prepares it)")
     config.mlm.probe_max_seq_len = PROBE_MAX_SEQ_LEN
     config.plots = False  # not under test, and seconds of the fixture
     path = str(tmp_path_factory.mktemp("mlm"))

@@ -190,7 +190,7 @@ import sys
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from ssl_jax import checkpoint, parallel
+from ssl_jax.core import checkpoint, parallel
 
 mesh = parallel.make_mesh()
 assert mesh.size == 4, mesh

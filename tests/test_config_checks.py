@@ -62,10 +62,6 @@ BAD_OVERRIDES = ISSUE_OVERRIDES + [
     (SIMCLR, "--config.nt_xent_reduction=sum", "nt_xent_reduction='sum' must be one of"),
     (SIMCLR, "--config.loss_chunk_size=-3", "loss_chunk_size=-3 must be an integer >= 0"),
     (SIMCLR, "--config.dataset=ptb", "dataset='ptb' is a text dataset, but method='simclr'"),
-    # Set, but not read by this method: a stale field copied from another method's config.
-    (SIMCLR, "--config.moco.queue_size=4096", "moco.queue_size=4096 is set, but a simclr run"),
-    (MOCO, "--config.loss_chunk_size=64", "loss_chunk_size=64 is set, but a moco run does"),
-    (MLM, "--config.augment.blur_prob=0.5", "augment.blur_prob=0.5 is set, but a mlm run"),
     (MOCO, "--config.moco.momentum=1.0", "moco.momentum=1.0 must be in [0, 1)"),
     (MOCO, "--config.moco.version=4", "moco.version=4 must be 2 or 3"),
     (MOCO, "--config.moco.bn=ghost", "moco.bn='ghost' must be one of 'shuffle', 'sync'"),
@@ -132,6 +128,65 @@ def test_every_bad_override_fails_through_the_real_entry_point(tmp_path):
         assert files_under(workdir) == ["keep.txt"], override
 
 
+# A config holds the fields its method and modality read: other methods' fields are not there
+# to override, and the entry point says so in one line.
+ABSENT_FIELDS = [
+    (SIMCLR, "--config.moco.queue_size=4096", "moco"),
+    (MOCO, "--config.loss_chunk_size=64", "loss_chunk_size"),
+    (MLM, "--config.augment.blur_prob=0.5", "augment"),
+    (MLM, "--config.temperature=0.1", "temperature"),
+]
+
+
+def test_an_override_of_a_field_the_config_does_not_hold_is_one_line(tmp_path):
+    results = entry_points.run_commands(
+        [["ssl_jax.main", f"--workdir={tmp_path}", f"--config={config_arg}", override]
+         for config_arg, override, _ in ABSENT_FIELDS]
+    )  # fmt: skip
+    for (_, override, field), result in zip(ABSENT_FIELDS, results, strict=True):
+        assert result.returncode != 0, override
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: an override (") and f"'{field}'" in last, result.stderr
+        assert override.split("=")[0] in last and "Traceback" not in result.stderr, override
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "config_arg, section, message",
+    [
+        (SIMCLR, {"moco": {"queue_size": 4096}}, "moco.queue_size=4096 is set, but a simclr run"),
+        (MOCO, {"loss_chunk_size": 64}, "loss_chunk_size=64 is set, but a moco run does"),
+        (MLM, {"augment": {"blur_prob": 0.5}}, "augment.blur_prob=0.5 is set, but a mlm run"),
+    ],
+)
+def test_a_stale_field_copied_from_another_methods_config_is_named(config_arg, section, message):
+    import ml_collections
+
+    config = parsed_config(config_arg)
+    with config.unlocked():  # as a config file that copies a section in would hold it
+        config.update(ml_collections.ConfigDict(section))
+    problem = config_checks.problem(config)
+    assert problem.startswith(message) and "\n" not in problem
+
+
+@pytest.mark.parametrize("method", ["moco", "byol", "vicreg"])
+def test_a_config_without_the_fields_its_method_reads_is_refused(method):
+    config = simclr_fashion_mnist.get_config("runlocal")
+    config.method = method  # a SimCLR config holds no moco / byol / vicreg section
+    assert config_checks.problem(config).startswith(f"method={method!r} reads the ")
+
+
+def test_a_text_config_holds_no_image_or_other_method_field():
+    from configs import bert_mlm_ptb, common
+
+    config = bert_mlm_ptb.get_config()
+    for field in ("augment", "knn", "probe", "moco", "temperature", "image_size", "head"):
+        assert field not in config, field
+    # and an image config only its own method's sections
+    assert "moco" not in common.base("simclr") and "temperature" not in common.base("byol")
+    assert common.use_method(common.base("moco"), "simclr").to_dict() == common.base().to_dict()
+
+
 def shipped_configs():
     for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
         name = os.path.basename(path)[: -len(".py")]
@@ -162,7 +217,8 @@ def test_every_field_of_a_shipped_base_has_a_rule_in_some_table():
     from configs import common
 
     known = {path for table in config_checks.TABLES.values() for t in table for path in t}
-    for base in (common.base(), common.text_base()):
+    bases = [common.base(method) for method in common.IMAGE_METHODS] + [common.text_base()]
+    for base in bases:
         leaves = {path for path, _ in config_checks._leaves(base, known)}
         assert leaves <= known, sorted(leaves - known)
 

@@ -74,10 +74,10 @@ def test_unknown_dataset_is_named_in_the_error():
 @needs_fashion_mnist
 def test_image_source_counts_steps_and_shapes_its_sample_batch():
     from configs import simclr_fashion_mnist
-    from ssl_jax.data import sources
+    from ssl_jax import tasks
 
     config = simclr_fashion_mnist.get_config()
-    source = sources.build(config, local_batch_size=32)
+    source = tasks.of_method(config.method).source(config, 32)
     assert source.steps_per_epoch() == 60_000 // config.batch_size
     assert source.image_size == 28
     assert source.sample_batch["image"].shape == (32, 28, 28, 1)

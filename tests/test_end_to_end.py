@@ -8,24 +8,18 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
 from ssl_jax import train
-from ssl_jax.core import checkpoint, loop
+from ssl_jax.core import checkpoint, events, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def logged_scalars(workdir, tag):
-    values = {}
-    for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
+    steps, values = events.read_scalars(workdir)[tag]
+    return dict(zip(steps.tolist(), values.tolist(), strict=True))
 
 
 @pytest.mark.slow
@@ -71,7 +65,7 @@ def run_main(*args, workdir):
     "override, message",
     [
         ("--config.batch_size=30", "batch_size=30 must be a positive multiple of the 8 devices"),
-        ("--config.model.name=resnet19", "unknown model 'resnet19'"),
+        ("--config.model.name=resnet19", "model.name='resnet19' must be one of 'resnet10'"),
         ("--config.dataset=cifar11", "unknown dataset 'cifar11'"),
         ("--config.temperature=0.0", "temperature=0.0 must be > 0"),
         ("--config.method=byol2", "unknown method 'byol2'"),
@@ -140,11 +134,11 @@ def test_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoint(
 @pytest.mark.slow
 def test_mlm_trains_through_the_same_trainer(tmp_path):
     from configs import bert_mlm_ptb
-    from ssl_jax.data import sources
+    from ssl_jax import tasks
 
     config = bert_mlm_ptb.get_config("runlocal")
-    if sources.problem(config):
-        pytest.skip(f"{sources.problem(config)} (.ci/run prepares it)")
+    if tasks.of_method(config.method).problem(config):
+        pytest.skip(f"{tasks.of_method(config.method).problem(config)} (.ci/run prepares it)")
     config.batch_size = 32
     config.total_steps = 30
     config.warmup_steps = 3

@@ -275,11 +275,11 @@ def test_validate_names_the_field():
 @pytest.mark.slow
 def test_mlm_run_sigkilled_at_a_random_moment_resumes_identically(tmp_path):
     """Masks, dropout, the text stream's position and AdamW's moments survive a SIGKILL."""
-    from ssl_jax.data import sources
+    from ssl_jax import tasks
 
     config = bert_mlm_ptb.get_config("runlocal")
-    if sources.problem(config):
-        pytest.skip(f"{sources.problem(config)} (.ci/run prepares it)")
+    if tasks.of_method(config.method).problem(config):
+        pytest.skip(f"{tasks.of_method(config.method).problem(config)} (.ci/run prepares it)")
     config.total_steps = 5
     config.checkpoint_every_steps = 1
     config.keep_checkpoints = 2

@@ -49,7 +49,7 @@ HOOK = """
 import os
 import numpy as np
 import jax
-from ssl_jax import checkpoint
+from ssl_jax.core import checkpoint
 
 _save = checkpoint.Checkpointer.save
 

@@ -81,7 +81,8 @@ CHILD = textwrap.dedent(
             continue
         raise SystemExit(f"the blocker let {{name}} import")
     import ssl_jax
-    from ssl_jax import augment, losses, masking, models  # the notebook API's pure parts
+    from ssl_jax import losses, masking, models  # the notebook API's pure parts
+    from ssl_jax.vision import augment
     import test_no_tensorflow as t
     t.run_steps(t.AttrDict.nested(json.loads(sys.argv[1])), sys.argv[2])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in {absent!r})

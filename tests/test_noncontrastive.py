@@ -147,7 +147,8 @@ def tiny_config(method):
     config.model.width_multiplier = 0.0625
     config.head.hidden_dim = 16
     config.head.output_dim = 8
-    config.predictor.hidden_dim = 16
+    if "predictor" in config:  # BYOL and SimSiam
+        config.predictor.hidden_dim = 16
     return config
 
 

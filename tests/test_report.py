@@ -15,7 +15,8 @@ from matplotlib import image as mpimg
 from test_data import needs_fashion_mnist
 
 from configs import simclr_fashion_mnist
-from ssl_jax import report, run_reader, train
+from ssl_jax import report, train
+from ssl_jax.core import events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_PLOTS = ["training_curves", "knn_accuracy", "embeddings", "augmented_views"]
@@ -58,7 +59,7 @@ def test_read_scalars_keeps_the_newest_write_of_a_step(tmp_path):
         for step, loss in losses.items():
             writer.write_scalars(step, {"loss": loss})
         writer.close()
-    steps, values = run_reader.read_scalars(str(tmp_path))["loss"]
+    steps, values = events.read_scalars(str(tmp_path))["loss"]
     assert steps.tolist() == [1, 2, 3, 4]
     assert values.tolist() == [5.0, 4.0, 3.0, 2.0]
 
@@ -78,8 +79,8 @@ def test_a_finished_run_draws_every_plot_and_sends_them_to_tensorboard(simclr_wo
     for path in paths:
         assert_png(path)
     tags = {}
-    for events in glob.glob(os.path.join(simclr_workdir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(events):
+    for path in glob.glob(os.path.join(simclr_workdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.tag.startswith("plots/"):
                     tags[value.tag] = event.step
@@ -125,13 +126,13 @@ def test_missing_pieces_skip_their_plot_with_a_warning(simclr_workdir, tmp_path,
 def test_mlm_run_gets_its_curves_and_the_models_guesses(tmp_path):
     """An MLM workdir laid out as the trainer leaves it (config, checkpoint, events), untrained."""
     from configs import bert_mlm_ptb
+    from ssl_jax import tasks
     from ssl_jax.core import checkpoint, workdir
-    from ssl_jax.data import sources
     from ssl_jax.evaluation import pretrained
 
     config = bert_mlm_ptb.get_config("runlocal")
-    if sources.problem(config):
-        pytest.skip(f"{sources.problem(config)} (.ci/run prepares it)")
+    if tasks.of_method(config.method).problem(config):
+        pytest.skip(f"{tasks.of_method(config.method).problem(config)} (.ci/run prepares it)")
     run_dir = str(tmp_path)
     assert workdir.check_and_record_config(config, run_dir) is None
     initial = pretrained.load(run_dir, random_init=True)

@@ -15,10 +15,6 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-# The key under which a method's loss returns the features to probe, in its ``mutated`` dict:
-# float32 [local batch, F] encoder features of the first view, rows aligned with batch["label"].
-PROBE_FEATURES = "probe_features"
-
 
 @dataclasses.dataclass(frozen=True)
 class OnlineProbe:

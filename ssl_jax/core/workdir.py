@@ -41,9 +41,19 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted names of fields that differ, ignoring ``RESUMABLE_FIELDS``."""
+    """Dotted names of fields that differ, ignoring ``RESUMABLE_FIELDS``.
+
+    A field only the saved config holds is not read by the current one (a config holds every
+    field its method and modality read), so it is no difference: workdirs recorded when every
+    config carried every method's fields resume.
+
+    >>> config_differences({"seed": 0, "moco": {"queue_size": 8}}, {"seed": 0})
+    []
+    >>> config_differences({"seed": 0}, {"seed": 1, "temperature": 0.2})
+    ['seed', 'temperature']
+    """
     saved_flat, current_flat = _flatten(saved), _flatten(current)
-    names = sorted(set(saved_flat) | set(current_flat))
+    names = sorted(current_flat)
     return [
         name
         for name in names

@@ -12,7 +12,8 @@ import gzip
 import os
 import struct
 import sys
-import tempfile
+
+from ssl_jax.core import storage
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DEBIAN_INSTALL_HINT = "sudo apt-get install -y dataset-fashion-mnist"
@@ -33,16 +34,9 @@ def restore_upstream_gzip(src: str, dst: str) -> None:
     name = os.path.basename(src)[: -len(".gz")]
     mtime = _UPSTREAM_MTIME[name.split("-")[0]]
     header = b"\x1f\x8b" + bytes([8, _GZIP_FLAG_FNAME]) + struct.pack("<I", mtime) + data[8:10]
-    _write_atomically(dst, header + name.encode("latin-1") + b"\0" + data[10:])
+    storage.write_atomically(dst, header + name.encode("latin-1") + b"\0" + data[10:])
     with gzip.open(dst) as f:  # fails loudly unless the header is well formed
         f.read(16)
-
-
-def _write_atomically(path: str, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, path)
 
 
 def prepare(name: str, data_dir: str | None = None, *, lower_case: bool = True) -> None:

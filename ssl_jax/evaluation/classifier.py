@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from ssl_jax.core import optim, parallel
+from ssl_jax.core import batching, optim, parallel
 from ssl_jax.core.parallel import DATA_AXIS
 from ssl_jax.evaluation import features
 
@@ -130,7 +130,7 @@ def train_classifier(
         for start in range(0, steps_per_epoch, chunk_steps):
             chunk = order[start : start + chunk_steps]
             live = np.arange(chunk_steps) < len(chunk)
-            chunk = np.pad(chunk, ((0, chunk_steps - len(chunk)), (0, 0)))
+            chunk = batching.pad_rows(chunk, chunk_steps)
             params, opt_state, chunk_loss = run_steps(
                 params, opt_state, features.to_devices(inputs[chunk], rows),
                 features.to_devices(labels[chunk], rows), features.to_devices(live, replicated),
@@ -205,8 +205,7 @@ def fit_and_score(
     for start in range(0, len(inputs), rows):
         chunk = (inputs[start : start + rows] - mean) / scale
         count = len(chunk)
-        # Padded to one shape: one compile whatever the split's size.
-        chunk = np.pad(chunk, ((0, rows - count), (0, 0))).astype(np.float32)
+        chunk = batching.pad_rows(chunk.astype(np.float32), rows)
         logits = logits_fn(params, features.to_devices(chunk, parallel.replicated(mesh)))
         logits = np.asarray(logits.addressable_data(0))[:count]
         for k, found in _topk_hits(logits, labels[start : start + count], (1, 5)).items():

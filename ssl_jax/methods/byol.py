@@ -11,8 +11,11 @@ from etils import epy
 from jax import lax
 
 from ssl_jax import losses
+from ssl_jax.core.method import LossAux
 from ssl_jax.methods import siamese
 from ssl_jax.methods.moco import ema_update, momentum_at
+
+MODALITY = "image"
 
 with epy.lazy_imports():
     import ml_collections
@@ -35,9 +38,8 @@ def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs):
     mutated = {
         "batch_stats": batch_stats,
         "extra": dict(extra, target_batch_stats=target_batch_stats),
-        **siamese.probe_features(online1[0]),
     }
-    return loss, (mutated, {"loss": loss})
+    return loss, LossAux(mutated, {"loss": loss}, siamese.probe_features(online1[0]))
 
 
 def _after_update(state, *, momentum_fn):

@@ -17,9 +17,11 @@ from etils import epy
 from jax import lax
 
 from ssl_jax import losses, masking
-from ssl_jax.core.method import Method
+from ssl_jax.core.method import LossAux, Method
 from ssl_jax.models.bert import BERTS, Bert
 from ssl_jax.text.tokenizer import Vocab
+
+MODALITY = "text"
 
 with epy.lazy_imports():
     import ml_collections
@@ -29,9 +31,19 @@ with epy.lazy_imports():
 
 @dataclasses.dataclass(frozen=True)
 class MlmMethod(Method):
-    """A Method plus ``eval_sums``: held-out sums with a fixed mask key (see ``_eval_sums``)."""
+    """A Method plus what the text evaluation and report reuse of its masking and forward pass.
+
+    Attributes:
+      eval_sums: held-out sums with a fixed mask key (see ``_eval_sums``).
+      mask: ``(batch, rng, example_ids) -> (input_ids, positions, labels, weights)``: the masks
+        the loss draws (``masking.mask_tokens`` with the run's rate, budget and word starts).
+      predict: ``(params, input_ids, segment_ids, positions) -> logits [B, P, V]``, evaluation
+        mode.
+    """
 
     eval_sums: Callable[..., dict[str, jax.Array]] | None = None
+    mask: Callable[..., tuple[jax.Array, ...]] | None = None
+    predict: Callable[..., jax.Array] | None = None
 
 
 def build_model(config: ml_collections.ConfigDict, vocab: Vocab) -> Bert:
@@ -106,7 +118,7 @@ def _loss(params, state, batch, rng, axis_name: Hashable | None, *, model, mask_
         nsp_accuracy = jnp.mean(jnp.argmax(nsp_logits, -1) == nsp_labels)
         loss = mlm + losses.mean_over_devices(nsp, axis_name)
         metrics.update(loss=loss, nsp_accuracy=losses.mean_over_devices(nsp_accuracy, axis_name))
-    return loss, ({}, metrics)
+    return loss, LossAux({}, metrics)
 
 
 def _eval_sums(params, batch, example_ids, rng, *, model, mask_kwargs, whole_word):
@@ -187,15 +199,21 @@ def make(
         vocab = text.describe_config(config).vocab()
     model = build_model(config, vocab)
     mask_kwargs = _mask_kwargs(config, vocab)
+    whole_word = config.text.get("whole_word_masking", False)
     return MlmMethod(
         name="mlm",
         init=functools.partial(_init, model=model, max_predictions=config.mlm.max_predictions),
         loss=functools.partial(_loss, model=model, mask_kwargs=mask_kwargs, config=config),
         encode=functools.partial(_encode, model=model),
+        input_key="token_ids",
         eval_sums=functools.partial(
-            _eval_sums,
-            model=model,
-            mask_kwargs=mask_kwargs,
-            whole_word=config.text.get("whole_word_masking", False),
-        ),  # fmt: skip
+            _eval_sums, model=model, mask_kwargs=mask_kwargs, whole_word=whole_word
+        ),
+        mask=functools.partial(_masked, mask_kwargs=mask_kwargs, whole_word=whole_word),
+        predict=functools.partial(_predict, model=model),
     )
+
+
+def _predict(params, input_ids, segment_ids, positions, *, model: Bert) -> jax.Array:
+    logits, _ = model.apply({"params": params}, input_ids, segment_ids, positions, train=False)
+    return logits

@@ -16,11 +16,12 @@ from etils import epy
 from jax import lax
 
 from ssl_jax import losses
-from ssl_jax.core.method import Method
-from ssl_jax.core.probe import PROBE_FEATURES
-from ssl_jax.methods.simclr import augment_kwargs
+from ssl_jax.core.method import LossAux, Method
 from ssl_jax.models import ProjectionHead, build_encoder
 from ssl_jax.vision import augment
+from ssl_jax.vision.augment import augment_kwargs
+
+MODALITY = "image"
 
 with epy.lazy_imports():
     import ml_collections
@@ -167,12 +168,9 @@ def _loss(params, state, batch, rng, axis_name, *, query_model, key_model, confi
         # their mean so every device holds the same state.
         batch_stats, key_batch_stats = lax.pmean((batch_stats, key_batch_stats), axis_name)
     extra = dict(extra, key_batch_stats=key_batch_stats)
-    mutated = {
-        "batch_stats": batch_stats,
-        "extra": extra,
-        PROBE_FEATURES: lax.stop_gradient(features.astype(jnp.float32)),
-    }
-    return loss, (mutated, {"loss": loss})
+    mutated = {"batch_stats": batch_stats, "extra": extra}
+    probe_features = lax.stop_gradient(features.astype(jnp.float32))
+    return loss, LossAux(mutated, {"loss": loss}, probe_features)
 
 
 def _after_update(state, *, momentum_fn):

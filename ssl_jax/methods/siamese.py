@@ -17,10 +17,9 @@ from etils import epy
 from jax import lax
 
 from ssl_jax.core.method import Method
-from ssl_jax.core.probe import PROBE_FEATURES
-from ssl_jax.methods.simclr import augment_kwargs
 from ssl_jax.models import ProjectionHead, build_encoder
 from ssl_jax.vision import augment
+from ssl_jax.vision.augment import augment_kwargs
 
 with epy.lazy_imports():
     import ml_collections
@@ -95,8 +94,8 @@ def apply_per_view(model, params, batch_stats, views, *, predict: bool = True):
     return outputs, batch_stats
 
 
-def probe_features(features: jax.Array) -> dict[str, jax.Array]:
-    return {PROBE_FEATURES: lax.stop_gradient(features.astype(jnp.float32))}
+def probe_features(features: jax.Array) -> jax.Array:
+    return lax.stop_gradient(features.astype(jnp.float32))
 
 
 def init(rng, sample_batch, *, model: SiameseModel, with_target: bool = False) -> dict[str, Any]:

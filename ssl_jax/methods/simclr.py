@@ -17,10 +17,12 @@ from etils import epy
 from jax import lax
 
 from ssl_jax import gradcache, losses
-from ssl_jax.core.method import Method
-from ssl_jax.core.probe import PROBE_FEATURES
+from ssl_jax.core.method import LossAux, Method
 from ssl_jax.models import ProjectionHead, build_encoder
 from ssl_jax.vision import augment
+from ssl_jax.vision.augment import augment_kwargs
+
+MODALITY = "image"
 
 with epy.lazy_imports():
     import ml_collections
@@ -58,22 +60,6 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> 
 # all 2N anchors. Under LARS the factor matters where the trust ratio does not rescale the
 # update (BN and bias parameters) and against weight decay.
 REDUCTIONS = {"sum_over_views": 2.0, "mean": 1.0}
-
-
-def augment_kwargs(config: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
-    aug = config.augment
-    return dict(
-        out_size=image_size,
-        crop_scale=tuple(aug.crop_scale),
-        jitter_strength=aug.jitter_strength,
-        jitter_prob=aug.jitter_prob,
-        grayscale_prob=aug.grayscale_prob,
-        blur_prob=aug.blur_prob,
-        solarize_prob=aug.get("solarize_prob", 0.0),
-        flip=aug.flip,
-        # Fields that differ for the second view (BYOL / MoCo v3's asymmetric blur, solarize).
-        second_view=dict(aug.get("second_view", None) or {}),
-    )
 
 
 def _init(rng: jax.Array, sample_batch: dict[str, Any], *, model: SimCLRModel) -> dict[str, Any]:
@@ -130,11 +116,8 @@ def _loss(
     loss = loss_scale * losses.nt_xent(
         z1, z2, temperature=temperature, axis_name=axis_name, chunk_size=loss_chunk_size or None
     )
-    mutated = {
-        "batch_stats": batch_stats,
-        PROBE_FEATURES: lax.stop_gradient(features[:local_batch].astype(jnp.float32)),
-    }
-    return loss, (mutated, {"loss": loss})
+    probe_features = lax.stop_gradient(features[:local_batch].astype(jnp.float32))
+    return loss, LossAux({"batch_stats": batch_stats}, {"loss": loss}, probe_features)
 
 
 def _apply_in_chunks(

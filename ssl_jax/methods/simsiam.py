@@ -9,7 +9,10 @@ from etils import epy
 from jax import lax
 
 from ssl_jax import losses
+from ssl_jax.core.method import LossAux
 from ssl_jax.methods import siamese
+
+MODALITY = "image"
 
 with epy.lazy_imports():
     import ml_collections
@@ -24,8 +27,8 @@ def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs):
         losses.simsiam_loss(p1, lax.stop_gradient(z2), axis_name=axis_name)
         + losses.simsiam_loss(p2, lax.stop_gradient(z1), axis_name=axis_name)
     )
-    mutated = {"batch_stats": batch_stats, **siamese.probe_features(features)}
-    return loss, (mutated, {"loss": loss})
+    mutated = {"batch_stats": batch_stats}
+    return loss, LossAux(mutated, {"loss": loss}, siamese.probe_features(features))
 
 
 def validate(

@@ -8,7 +8,10 @@ from __future__ import annotations
 from etils import epy
 
 from ssl_jax import losses
+from ssl_jax.core.method import LossAux
 from ssl_jax.methods import siamese
+
+MODALITY = "image"
 
 with epy.lazy_imports():
     import ml_collections
@@ -25,8 +28,8 @@ def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs, coeffs):
     metrics = {
         "loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance,
     }  # fmt: skip
-    mutated = {"batch_stats": batch_stats, **siamese.probe_features(features)}
-    return loss, (mutated, metrics)
+    mutated = {"batch_stats": batch_stats}
+    return loss, LossAux(mutated, metrics, siamese.probe_features(features))
 
 
 def validate(

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ssl_jax.core.batching import epoch_seed
 from ssl_jax.text import builders, packing
 from ssl_jax.text.tokenizer import Vocab, build_vocab, load_vocab
-from ssl_jax.vision.data import epoch_seed
 
 tf.config.set_visible_devices([], "GPU")
 

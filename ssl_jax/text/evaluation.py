@@ -16,7 +16,7 @@ import optax
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from ssl_jax.core import parallel
+from ssl_jax.core import batching, parallel
 from ssl_jax.evaluation import features
 from ssl_jax.text import data as text
 from ssl_jax.text.tokenizer import Tokenizer, Vocab
@@ -38,17 +38,32 @@ def frequency_baseline(token_ids: np.ndarray, special_ids) -> float:
     return float(np.bincount(candidates).max() / candidates.size)
 
 
+def eval_sequences(
+    config,
+    dataset: text.TextDataset,
+    vocab: Vocab,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> dict[str, np.ndarray]:
+    """The held-out sequences a run's monitor scores (this process's share), as the run's config
+    says: its sequence length, ``mlm.max_eval_sequences`` and data_dir."""
+    return text.load_eval_split(
+        dataset, max_seq_len=config.text.max_seq_len,
+        max_sequences=config.mlm.get("max_eval_sequences"), process_index=process_index,
+        process_count=process_count, data_dir=config.get("data_dir"), vocab=vocab,
+    )  # fmt: skip
+
+
 class MlmMonitor:
     """Masked accuracy, loss and perplexity on the eval split, masks fixed by one seed."""
 
     def __init__(self, config, dataset: text.TextDataset, mesh, *, vocab: Vocab | None = None):
         self.mesh = mesh
         vocab = vocab or dataset.vocab()
-        local = text.load_eval_split(
-            dataset, max_seq_len=config.text.max_seq_len,
-            max_sequences=config.mlm.get("max_eval_sequences"),
-            process_index=jax.process_index(), process_count=jax.process_count(),
-            data_dir=config.get("data_dir"), vocab=vocab,
+        local = eval_sequences(
+            config, dataset, vocab, process_index=jax.process_index(),
+            process_count=jax.process_count(),
         )  # fmt: skip
         counts = np.asarray(multihost_utils.process_allgather(np.array(len(local["token_ids"]))))
         first = int(counts.reshape(-1)[: jax.process_index()].sum())
@@ -60,6 +75,10 @@ class MlmMonitor:
         self.baseline = frequency_baseline(local["token_ids"], vocab.special_ids)
         self.num_batches = int(np.max(-(-counts // self.local_batch)))
 
+    def baselines(self) -> dict[str, float]:
+        """Masked accuracy of always guessing the most frequent token."""
+        return {"eval_most_frequent_token_accuracy": float(self.baseline)}
+
     def __call__(self, method, state) -> dict[str, float]:
         """``{"eval_mlm_accuracy", "eval_mlm_loss", "eval_perplexity"}`` of ``state.params``."""
         sums_fn = jax.jit(method.eval_sums, out_shardings=parallel.replicated(self.mesh))
@@ -68,10 +87,8 @@ class MlmMonitor:
             rows = slice(index * self.local_batch, (index + 1) * self.local_batch)
             batch = {}
             for key in ("token_ids", "segment_ids", "word_starts", "example_ids"):
-                chunk = self.local[key][rows]
-                padded = np.zeros((self.local_batch, *chunk.shape[1:]), chunk.dtype)
-                padded[: len(chunk)] = chunk  # all-[PAD] rows (id 0) count nothing
-                batch[key] = padded
+                # All-[PAD] rows (id 0) count nothing.
+                batch[key] = batching.pad_rows(self.local[key][rows], self.local_batch)
             batch = parallel.to_global(batch, self.mesh)
             example_ids = batch.pop("example_ids")
             sums = jax.device_get(sums_fn(state.params, batch, example_ids, self.rng))

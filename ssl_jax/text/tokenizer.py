@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tempfile
 from collections.abc import Iterable
 
 import numpy as np
 from etils import epy
+
+from ssl_jax.core import storage
 
 with epy.lazy_imports():
     import tensorflow as tf
@@ -142,12 +143,7 @@ def build_vocab(
         bert_tokenizer_params={"lower_case": lower_case},
         learn_params={},
     )
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-vocab-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(token + "\n" for token in tokens))
-    os.replace(tmp, path)
+    storage.write_atomically(path, "".join(token + "\n" for token in tokens))
     return Vocab(tuple(tokens), lower_case=lower_case, path=path)
 
 

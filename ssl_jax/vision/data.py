@@ -17,6 +17,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from ssl_jax.core.batching import epoch_seed
+
 # TensorFlow is only the input pipeline here: it must leave accelerators to JAX.
 tf.config.set_visible_devices([], "GPU")
 
@@ -443,11 +445,6 @@ def _options() -> tf.data.Options:
 
 def num_examples(dataset: ImageDataset, split: str, data_dir: str | None = None) -> int:
     return builder(dataset.name, data_dir).info.splits[split].num_examples
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct, reproducible shuffle seed for each (seed, epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def train_batches(

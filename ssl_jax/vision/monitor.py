@@ -19,6 +19,18 @@ from ssl_jax.evaluation import features, knn
 from ssl_jax.vision import data as images
 
 
+def pixel_rows(stream: images.SplitStream) -> tuple[np.ndarray, np.ndarray]:
+    """Every process's images of ``stream`` as float32 rows of 0..255 values, and their labels.
+
+    Gathered in process order, so every process holds (and scores) the same whole split.
+    """
+    rows = [(x.reshape(len(x), -1).astype(np.float32), y) for x, y in stream]
+    pixels = np.concatenate([x for x, _ in rows]) if rows else np.zeros((0, 1), np.float32)
+    labels = np.concatenate([y for _, y in rows]) if rows else np.zeros(0, np.int32)
+    gathered = multihost_utils.process_allgather((pixels, labels), tiled=True)
+    return np.asarray(gathered[0], np.float32), np.asarray(gathered[1])
+
+
 class KnnMonitor:
     """kNN top-1 of the test split against the memory split, and the raw-pixel baseline.
 
@@ -59,15 +71,11 @@ class KnnMonitor:
             return {"knn_pixel_baseline": json.loads(self.baseline_path.read_text())["knn_top1"]}
 
         def everyone(split, limit):
-            stream = self._stream(
-                split, max_examples=limit, pixel_size=images.PIXEL_BASELINE_SIZE, cache_bytes=0
+            return pixel_rows(
+                self._stream(
+                    split, max_examples=limit, pixel_size=images.PIXEL_BASELINE_SIZE, cache_bytes=0
+                )
             )
-            rows = [(x.reshape(len(x), -1).astype(np.float32), y) for x, y in stream]
-            pixels = np.concatenate([x for x, _ in rows]) if rows else np.zeros((0, 1), np.float32)
-            labels = np.concatenate([y for _, y in rows]) if rows else np.zeros(0, np.int32)
-            # Every process scores the whole split, so all report the same baseline.
-            gathered = multihost_utils.process_allgather((pixels, labels), tiled=True)
-            return np.asarray(gathered[0], np.float32), np.asarray(gathered[1])
 
         bank = everyone(self.dataset.memory_split, self._limits[0])
         queries = everyone(self.dataset.test_split, self._limits[1])

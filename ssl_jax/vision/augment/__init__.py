@@ -17,13 +17,14 @@ from ssl_jax.vision.augment.color import (
     to_grayscale,
 )
 from ssl_jax.vision.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
-from ssl_jax.vision.augment.views import simclr_augment, simclr_views
+from ssl_jax.vision.augment.views import augment_kwargs, simclr_augment, simclr_views
 
 __all__ = [
     "adjust_brightness",
     "adjust_contrast",
     "adjust_hue",
     "adjust_saturation",
+    "augment_kwargs",
     "color_jitter",
     "crop_and_resize",
     "gaussian_blur",

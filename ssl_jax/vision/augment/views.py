@@ -223,3 +223,20 @@ def simclr_views(
     views = jax.vmap(augment)(keys, flat)
     views = views.reshape(batch_size, 2, *views.shape[1:])
     return views[:, 0], views[:, 1]
+
+
+def augment_kwargs(config: Any, image_size: int) -> dict[str, Any]:
+    """``simclr_views``' keywords from a config's ``augment`` fields, at ``image_size``."""
+    aug = config.augment
+    return dict(
+        out_size=image_size,
+        crop_scale=tuple(aug.crop_scale),
+        jitter_strength=aug.jitter_strength,
+        jitter_prob=aug.jitter_prob,
+        grayscale_prob=aug.grayscale_prob,
+        blur_prob=aug.blur_prob,
+        solarize_prob=aug.get("solarize_prob", 0.0),
+        flip=aug.flip,
+        # Fields that differ for the second view (BYOL / MoCo v3's asymmetric blur, solarize).
+        second_view=dict(aug.get("second_view", None) or {}),
+    )
