@@ -1,150 +1,47 @@
 """Every config field a run reads, with the values it may take: one table per kind of run.
 
+The shared and per-method tables are here; each modality's own are beside it (``IMAGE`` from
+``vision/fields.py``, ``TEXT`` from ``text/fields.py``, also its ``Task.fields``).
+
 ``problem(config)`` names the first field out of range, or set but unread, in one line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import inspect
-import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import ml_collections
 
 from ssl_jax import tasks
 from ssl_jax.core import optim
+from ssl_jax.core.fields import (  # noqa: F401 - the rule helpers, re-exported
+    BOOL,
+    FRACTION_OF_ONE,
+    OPTIONAL_BOOL,
+    PROBABILITY,
+    Rule,
+    _is_int,
+    _is_number,
+    integer,
+    number,
+    one_of,
+    string,
+)
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.simclr import REDUCTIONS
 from ssl_jax.models import BERTS, ENCODERS
-from ssl_jax.models.resnet import STEMS
-from ssl_jax.vision.augment import simclr_augment
+from ssl_jax.text import fields as text_fields
+from ssl_jax.vision import fields as image_fields
 
 DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """What a field may hold: ``accepts(value)``, and ``allowed`` saying it in words."""
+CROP_SCALE, VIEW, SECOND_VIEW = image_fields.CROP_SCALE, image_fields.VIEW, image_fields.SECOND_VIEW
 
-    allowed: str
-    accepts: Callable[[Any], bool]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
-
-
-def _or_none(rule: Rule, none: str | None, allowed: str | None) -> Rule:
-    if none is None:
-        return Rule(allowed or rule.allowed, rule.accepts)
-    return Rule(
-        allowed or f"{rule.allowed}, or None ({none})",
-        lambda value: value is None or rule.accepts(value),
-    )
-
-
-def integer(low: int | None = None, *, none: str | None = None, allowed: str | None = None) -> Rule:
-    """An int >= ``low``; ``none`` says what None means where None is allowed."""
-    words = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}.get(
-        low, f"an integer >= {low}"
-    )
-    rule = Rule(words, lambda value: _is_int(value) and (low is None or value >= low))
-    return _or_none(rule, none, allowed)
-
-
-def number(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    none: str | None = None,
-    allowed: str | None = None,
-) -> Rule:
-    """A finite int or float in the interval from ``low`` to ``high``, each end open or closed."""
-    if low is not None and high is not None:
-        words = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    elif low is not None:
-        words = f"{'>' if low_open else '>='} {low:g}"
-    else:
-        words = "a finite number"
-
-    def accepts(value: Any) -> bool:
-        if not _is_number(value):
-            return False
-        above = low is None or (value > low if low_open else value >= low)
-        below = high is None or (value < high if high_open else value <= high)
-        return above and below
-
-    return _or_none(Rule(words, accepts), none, allowed)
-
-
-def one_of(choices: Any, *, none: str | None = None) -> Rule:
-    choices = tuple(choices)
-    words = "one of " + ", ".join(repr(choice) for choice in choices)
-    rule = Rule(words, lambda value: isinstance(value, str) and value in choices)
-    return _or_none(rule, none, None)
-
-
-def string(*, none: str | None = None) -> Rule:
-    return _or_none(Rule("a string", lambda value: isinstance(value, str) and value), none, None)
-
-
-BOOL = Rule("True or False", lambda value: isinstance(value, bool))
-OPTIONAL_BOOL = _or_none(BOOL, "the backend decides", None)
-PROBABILITY = number(0, 1)
-FRACTION_OF_ONE = number(0, 1, high_open=True)  # momenta and decay rates: 1 would never move
-
-
-def _crop_scale(value: Any) -> bool:
-    try:
-        low, high = value
-    except (TypeError, ValueError):
-        return False
-    return _is_number(low) and _is_number(high) and 0 < low <= high <= 1
-
-
-CROP_SCALE = Rule("a pair (low, high) with 0 < low <= high <= 1", _crop_scale)
-
-# The fields of one SimCLR view (augment.simclr_augment's keywords), also the ones the second view
-# may change (augment.second_view).
-VIEW = {
-    "augment.crop_scale": CROP_SCALE,
-    "augment.jitter_strength": number(0),
-    "augment.jitter_prob": PROBABILITY,
-    "augment.grayscale_prob": PROBABILITY,
-    "augment.blur_prob": PROBABILITY,
-    "augment.solarize_prob": PROBABILITY,
-    "augment.flip": BOOL,
-}
-
-
-def _second_view(value: Any) -> bool:
-    if isinstance(value, ml_collections.ConfigDict):
-        value = value.to_dict()
-    if not isinstance(value, Mapping):
-        return False
-    known = set(inspect.signature(simclr_augment).parameters) - {"rng", "image", "out_size"}
-    return all(
-        key in known and VIEW[f"augment.{key}"].accepts(field) for key, field in value.items()
-    )
-
-
-SECOND_VIEW = Rule(
-    "a dict of view fields that differ for view 2 ("
-    + ", ".join(name.split(".")[1] for name in VIEW)
-    + "), each in its field's range",
-    _second_view,
-)
 
 # Read by every run: the trainer, loop, optimiser, checkpoints and data source.
 SHARED: dict[str, Rule] = {
@@ -190,32 +87,10 @@ SHARED: dict[str, Rule] = {
     "plots": BOOL,
 }
 
-# Read by the image methods: image data, encoder, projection head, augmentations, kNN monitor and
-# the online probe.
-IMAGE: dict[str, Rule] = {
-    "image_size": integer(1, none="the dataset's own"),
-    "cache_dataset": BOOL,
-    "model.name": one_of(ENCODERS),
-    "model.width_multiplier": number(0, low_open=True),
-    "model.stem": one_of(STEMS),
-    "model.patch_size": integer(1),
-    "model.freeze_patch_embed": BOOL,
-    "model.cpu_conv_rewrites": OPTIONAL_BOOL,
-    "head.hidden_dim": integer(1),
-    "head.output_dim": integer(1),
-    "head.num_layers": integer(1),
-    "head.use_bn": BOOL,
-    "head.last_bn_scale": BOOL,
-    **VIEW,
-    "augment.second_view": SECOND_VIEW,
-    "knn.k": integer(1),
-    "knn.temperature": number(0, low_open=True),
-    "knn.batch_size": integer(1),
-    "knn.max_memory_examples": integer(1, none="the whole split"),
-    "knn.max_test_examples": integer(1, none="the whole split"),
-    "probe.enabled": BOOL,
-    "probe.learning_rate": number(0, low_open=True),
-}
+# The modalities' own fields (vision/fields.py, text/fields.py).
+IMAGE: dict[str, Rule] = image_fields.IMAGE
+TEXT: dict[str, Rule] = text_fields.TEXT
+
 
 SIMCLR: dict[str, Rule] = {
     "temperature": number(0, low_open=True),
@@ -262,25 +137,6 @@ VICREG: dict[str, Rule] = {
     "vicreg.sim_coeff": number(0),
     "vicreg.std_coeff": number(0),
     "vicreg.cov_coeff": number(0),
-}
-
-# Read by text runs, and by linear_eval's BBC probe from the run's config.json (mlm.probe_*).
-TEXT: dict[str, Rule] = {
-    "model.name": one_of(BERTS),
-    "model.dropout_rate": number(0, 1, high_open=True),
-    "model.max_position": integer(1),
-    "text.max_seq_len": integer(8, allowed="an integer >= 8 ([CLS] A [SEP] B [SEP] and text)"),
-    "text.vocab_path": string(none="the vocab prepare builds"),
-    "text.vocab_size": integer(1),
-    "text.lower_case": BOOL,
-    "text.nsp": BOOL,
-    "text.whole_word_masking": BOOL,
-    "mlm.mask_rate": number(0, 1, low_open=True, high_open=True),
-    "mlm.max_predictions": integer(1),
-    "mlm.eval_mask_seed": integer(0),
-    "mlm.eval_batch_size": integer(1),
-    "mlm.max_eval_sequences": integer(1, none="the whole split"),
-    "mlm.probe_max_seq_len": integer(8),
 }
 
 # A method's fields: the later tables refine the earlier ones (model.name).

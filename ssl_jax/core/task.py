@@ -68,6 +68,8 @@ class Task:
       plots: ``() -> {name: RunReader -> Figure}``, the report's pictures beside the training
         curves (a call: drawing imports matplotlib).
       export_encoder: ``Pretrained -> (variables, metadata, extra files)`` of the encoder alone.
+      fields: the config fields every run of this modality reads, each with its
+        ``core.fields.Rule`` (``ssl_jax.config_checks`` applies them).
     """
 
     name: str
@@ -82,3 +84,4 @@ class Task:
     linear_eval: Callable[..., dict[str, float]]
     plots: Callable[[], Mapping[str, Callable[[Any], Any]]]
     export_encoder: Callable[[Any], tuple[dict[str, Any], dict[str, Any], dict[str, str]]]
+    fields: Mapping[str, Any]

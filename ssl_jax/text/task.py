@@ -11,6 +11,7 @@ import numpy as np
 
 from ssl_jax.core.task import Source, Task
 from ssl_jax.text import data as text
+from ssl_jax.text import fields
 
 VOCAB_FILE = "vocab.txt"
 
@@ -129,4 +130,5 @@ TASK = Task(
     linear_eval=_linear_eval,
     plots=plots,
     export_encoder=export_encoder,
+    fields=fields.TEXT,
 )

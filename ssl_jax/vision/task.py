@@ -11,6 +11,7 @@ import numpy as np
 
 from ssl_jax.core.task import Source, Task
 from ssl_jax.vision import data as images
+from ssl_jax.vision import fields
 
 
 def problem(config) -> str | None:
@@ -129,4 +130,5 @@ TASK = Task(
     linear_eval=_linear_eval,
     plots=plots,
     export_encoder=export_encoder,
+    fields=fields.IMAGE,
 )
