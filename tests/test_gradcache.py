@@ -123,8 +123,8 @@ def simclr_loss_and_grads(method, params, batch_stats, batch, rng, axis_name):
     state = types.SimpleNamespace(batch_stats=batch_stats)
     grad_fn = jax.value_and_grad(method.loss, has_aux=True)
     # Under shard_map the loss is global and JAX sums the replicated parameters' gradients.
-    (loss, (mutated, _)), grads = grad_fn(params, state, batch, rng, axis_name)
-    return loss, grads, mutated["batch_stats"]
+    (loss, aux), grads = grad_fn(params, state, batch, rng, axis_name)
+    return loss, grads, aux.mutated["batch_stats"]
 
 
 @pytest.mark.slow
