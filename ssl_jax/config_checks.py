@@ -16,14 +16,11 @@ import ml_collections
 
 from ssl_jax import tasks
 from ssl_jax.core import optim
-from ssl_jax.core.fields import (  # noqa: F401 - the rule helpers, re-exported
+from ssl_jax.core.fields import (
     BOOL,
     FRACTION_OF_ONE,
-    OPTIONAL_BOOL,
-    PROBABILITY,
     Rule,
     _is_int,
-    _is_number,
     integer,
     number,
     one_of,

@@ -20,8 +20,9 @@ def _eval_data(run: RunReader) -> tuple:
     """(vocab, held-out sequences as the monitor reads them, most-frequent-token accuracy)."""
 
     def load():
-        vocab = text.describe_config(run.config).vocab()
-        data = evaluation.eval_sequences(run.config, text.describe_config(run.config), vocab)
+        dataset = text.describe_config(run.config)
+        vocab = dataset.vocab()
+        data = evaluation.eval_sequences(run.config, dataset, vocab)
         return vocab, data, evaluation.frequency_baseline(data["token_ids"], vocab.special_ids)
 
     return run.cached("text_eval", load)
