@@ -106,6 +106,10 @@ def _image_fields(config: ml_collections.ConfigDict) -> None:
             freeze_patch_embed=False,
         )
     )
+    # ViTs: width, depth, heads and MLP width; None keeps the named size (vit_tiny: 192, 12, 3,
+    # 768).
+    for field in ("width", "depth", "num_heads", "mlp_dim"):
+        config.model[field] = ml_collections.FieldReference(None, field_type=int)
     # ResNets: convolutions rewritten for XLA:CPU in training (models.conv: stored inputs,
     # stride-2 gradients without dilation); None is on for the CPU backend only.
     config.model.cpu_conv_rewrites = ml_collections.FieldReference(None, field_type=bool)
@@ -208,6 +212,21 @@ def _vicreg(config: ml_collections.ConfigDict) -> None:
     config.vicreg = ml_collections.ConfigDict(dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0))
 
 
+def _mae(config: ml_collections.ConfigDict) -> None:
+    # Patches hidden from the encoder, the loss on standardised patches, and the decoder (the
+    # paper's ViT-B default: 512 wide, 8 blocks).
+    config.mae = ml_collections.ConfigDict(
+        dict(
+            mask_ratio=0.75,
+            norm_pix_loss=True,
+            decoder_width=512,
+            decoder_depth=8,
+            decoder_heads=16,
+            decoder_mlp_dim=2048,
+        )
+    )
+
+
 # The fields each image method reads beyond _image_fields, as defaults.
 IMAGE_METHODS = {
     "simclr": _simclr,
@@ -216,6 +235,7 @@ IMAGE_METHODS = {
     "simsiam": _simsiam,
     "barlow_twins": _barlow_twins,
     "vicreg": _vicreg,
+    "mae": _mae,
 }
 
 

@@ -28,7 +28,7 @@ from ssl_jax.core.fields import (
 )
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.simclr import REDUCTIONS
-from ssl_jax.models import BERTS, ENCODERS
+from ssl_jax.models import BERTS, ENCODERS, VITS
 from ssl_jax.text import fields as text_fields
 from ssl_jax.vision import fields as image_fields
 
@@ -136,6 +136,16 @@ VICREG: dict[str, Rule] = {
     "vicreg.cov_coeff": number(0),
 }
 
+MAE: dict[str, Rule] = {
+    "model.name": one_of(tuple(VITS)),
+    "mae.mask_ratio": number(0, 1, low_open=True, high_open=True),
+    "mae.norm_pix_loss": BOOL,
+    "mae.decoder_width": integer(4),
+    "mae.decoder_depth": integer(1),
+    "mae.decoder_heads": integer(1),
+    "mae.decoder_mlp_dim": integer(1),
+}
+
 # A method's fields: the later tables refine the earlier ones (model.name).
 TABLES: dict[str, tuple[dict[str, Rule], ...]] = {
     "simclr": (SHARED, IMAGE, SIMCLR),
@@ -145,6 +155,7 @@ TABLES: dict[str, tuple[dict[str, Rule], ...]] = {
     "simsiam": (SHARED, IMAGE, SIMSIAM),
     "barlow_twins": (SHARED, IMAGE, BARLOW_TWINS),
     "vicreg": (SHARED, IMAGE, VICREG),
+    "mae": (SHARED, IMAGE, MAE),
 }
 
 # The sections a method's config must hold (configs.common gives each method its own): without
@@ -156,6 +167,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "simsiam": ("augment", "knn", "predictor"),
     "barlow_twins": ("augment", "knn", "barlow_twins"),
     "vicreg": ("augment", "knn", "vicreg"),
+    "mae": ("augment", "knn", "mae"),
     "mlm": ("text", "mlm"),
 }
 

@@ -24,6 +24,7 @@ __all__ = [
     "byol_loss",
     "info_nce",
     "l2_normalize",
+    "mae_loss",
     "mean_over_devices",
     "mlm_loss",
     "nt_xent",
@@ -493,3 +494,60 @@ def vicreg_loss(
     """
     invariance, variance, covariance = vicreg_terms(x, y, eps=eps, axis_name=axis_name)
     return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+
+def mae_loss(
+    predictions: ArrayLike,
+    patches: ArrayLike,
+    *,
+    norm_pix: bool = True,
+    eps: float = 1e-6,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """MAE's reconstruction loss: mean squared error per masked patch, mean over masked patches.
+
+    With ``norm_pix`` each target patch is standardised by its own pixels' mean and unbiased
+    variance (``(x - mean) / sqrt(var + eps)``, torch's ``var`` as in the reference), which the
+    paper finds gives better representations than raw pixels. Every image has the same number
+    of masked patches, so the global mean is the mean over devices of the local means.
+
+    Args:
+      predictions: [..., M, P] decoder outputs at the M masked patches, P = patch² x channels.
+      patches: [..., M, P] the original pixels of those patches, in the same layout.
+      norm_pix: standardise each target patch.
+      eps: added to the variance before the square root.
+      axis_name: mapped axis over which the batch is split, or None.
+
+    Returns:
+      A float32 scalar, the same on every device.
+
+    Raises:
+      ValueError: if the shapes differ or a patch has fewer than 2 pixels with ``norm_pix``.
+
+    >>> import jax.numpy as jnp
+    >>> patches = jnp.array([[[0.0, 2.0], [1.0, 1.0]]])  # 2 masked patches of 2 pixels
+    >>> float(mae_loss(jnp.zeros((1, 2, 2)), patches, norm_pix=False))  # (4/2 + 2/2) / 2
+    1.5
+    >>> target = (jnp.array([0.0, 2.0]) - 1.0) / jnp.sqrt(2.0 + 1e-6)  # unbiased variance 2
+    >>> round(float(mae_loss(jnp.zeros((1, 2, 2)), patches)), 4)  # (mean(target²) + 0) / 2
+    0.25
+
+    References:
+      He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022
+      (arXiv:2111.06377), section 3; facebookresearch/mae models_mae.py (forward_loss).
+    """
+    predictions = jnp.asarray(predictions, jnp.float32)
+    patches = jnp.asarray(patches, jnp.float32)
+    if predictions.shape != patches.shape or predictions.ndim < 2:
+        raise ValueError(
+            f"mae_loss expects predictions and patches of the same shape [..., M, P]; got "
+            f"{predictions.shape}, {patches.shape}."
+        )
+    if norm_pix:
+        if patches.shape[-1] < 2:
+            raise ValueError("mae_loss with norm_pix needs patches of at least 2 pixels.")
+        mean = jnp.mean(patches, axis=-1, keepdims=True)
+        var = jnp.var(patches, axis=-1, keepdims=True, ddof=1)
+        patches = (patches - mean) / jnp.sqrt(var + eps)
+    per_patch = jnp.mean(jnp.square(predictions - patches), axis=-1)
+    return mean_over_devices(jnp.mean(per_patch), axis_name)

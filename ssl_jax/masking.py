@@ -1,7 +1,8 @@
-"""BERT's dynamic masking as pure JAX on device: choose ~15% of tokens, corrupt them 80/10/10.
+"""Masking as pure JAX on device: BERT's tokens (~15%, corrupted 80/10/10) and MAE's patches.
 
 Keys come from the step's rng folded with each example's global index, so a resumed run and any
-device count draw the same masks for the same global batch.
+device count draw the same masks for the same global batch. Both return the masked positions in
+ascending order, and both models run their heads only there (``gather_positions``).
 """
 
 from __future__ import annotations
@@ -163,3 +164,82 @@ def _mask_batch(rng, token_ids, word_starts, example_ids, *, special, vocab_size
         special=jnp.asarray(special, jnp.int32), **kwargs,
     )  # fmt: skip
     return jax.vmap(mask_one)(keys, token_ids, word_starts)
+
+
+def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rows ``positions`` [B, P] of every sequence of ``x`` [B, L, ...]: [B, P, ...].
+
+    >>> x = jnp.arange(12).reshape(2, 3, 2)
+    >>> gather_positions(x, jnp.array([[2], [0]])).tolist()
+    [[[4, 5]], [[6, 7]]]
+    """
+    index = positions.reshape(positions.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index.astype(jnp.int32), axis=1)
+
+
+def patches_kept(num_patches: int, mask_ratio: float) -> int:
+    """How many patches MAE's encoder sees: ``int(N * (1 - mask_ratio))``, as the reference.
+
+    >>> patches_kept(196, 0.75), patches_kept(49, 0.75)
+    (49, 12)
+    """
+    kept = int(num_patches * (1 - mask_ratio))
+    if not 0 < mask_ratio < 1 or not 0 < kept < num_patches:
+        raise ValueError(
+            f"mask_ratio={mask_ratio} of {num_patches} patches leaves {kept} visible: MAE needs "
+            "at least one visible and one masked patch; use a mask_ratio in (0, 1) that does."
+        )
+    return kept
+
+
+def mask_patches(
+    rng: jax.Array,
+    batch_size: int,
+    num_patches: int,
+    *,
+    mask_ratio: float = 0.75,
+    example_ids: ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """MAE's random masking: per image a uniformly random subset of patches stays visible.
+
+    Every image keeps the same number of patches (``patches_kept``), so the encoder's input
+    has a static shape. Image ``i``'s draw is keyed by ``fold_in(rng, example_ids[i])``.
+
+    Args:
+      rng: PRNG key (e.g. the step's key).
+      batch_size: B; num_patches: N, patches per image in row-major grid order.
+      mask_ratio: fraction of patches hidden from the encoder (MAE: 0.75).
+      example_ids: optional int [B] global example indices (default ``arange(B)``).
+
+    Returns:
+      ``(visible, masked)``: int32 [B, K] and [B, N - K] patch indices, each ascending; together
+      a partition of ``range(N)`` per image.
+
+    >>> visible, masked = mask_patches(jax.random.key(0), 2, 8, mask_ratio=0.75)
+    >>> visible.shape, masked.shape
+    ((2, 2), (2, 6))
+    >>> sorted(visible[0].tolist() + masked[0].tolist()) == list(range(8))
+    True
+    >>> again, _ = mask_patches(jax.random.key(0), 1, 8, mask_ratio=0.75, example_ids=[1])
+    >>> bool(jnp.array_equal(again[0], visible[1]))  # image 1's draw, wherever it sits
+    True
+
+    References:
+      He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022
+      (arXiv:2111.06377), section 3 (random sampling without replacement).
+    """
+    kept = patches_kept(num_patches, mask_ratio)
+    if example_ids is None:
+        example_ids = jnp.arange(batch_size)
+    example_ids = jnp.asarray(example_ids)
+    if example_ids.shape != (batch_size,):
+        raise ValueError(
+            f"mask_patches expects example_ids of shape ({batch_size},); got {example_ids.shape}."
+        )
+
+    def one(i):
+        order = jnp.argsort(jax.random.uniform(jax.random.fold_in(rng, i), (num_patches,)))
+        return jnp.sort(order[:kept]), jnp.sort(order[kept:])
+
+    visible, masked = jax.vmap(one)(example_ids)
+    return visible.astype(jnp.int32), masked.astype(jnp.int32)

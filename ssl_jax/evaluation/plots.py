@@ -127,6 +127,44 @@ def embedding_map(
     return figure
 
 
+def image_rows(columns: dict[str, np.ndarray]) -> Figure:
+    """One row per example, one titled column per entry: arrays [N, H, W, C] uint8 or float in
+    [0, 1] (sizes may differ between columns).
+
+    >>> white = np.full((2, 8, 8, 1), 255, np.uint8)
+    >>> black = np.zeros((2, 4, 4, 1), np.float32)
+    >>> figure = image_rows({"image": white, "guess": black})
+    >>> [axes.get_title() for axes in figure.axes[:2]], len(figure.axes)
+    (['image', 'guess'], 4)
+    """
+    columns = {name: np.asarray(x) for name, x in columns.items()}
+    rows = {len(x) for x in columns.values()}
+    if len(rows) != 1 or any(x.ndim != 4 for x in columns.values()):
+        raise ValueError(
+            "image_rows expects arrays [N, H, W, C] with the same N; got "
+            + ", ".join(f"{name} {x.shape}" for name, x in columns.items())
+            + "."
+        )
+    (rows,) = rows
+    figure = Figure(figsize=(1.5 * len(columns), 1.5 * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(rows, len(columns), squeeze=False)
+    for row in range(rows):
+        for column, (name, pictures) in enumerate(columns.items()):
+            axes = grid[row, column]
+            picture = pictures[row].astype(np.float32)
+            picture = picture / (255.0 if pictures.dtype == np.uint8 else 1.0)
+            if picture.shape[-1] == 1:
+                axes.imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                axes.imshow(np.clip(picture, 0.0, 1.0))
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == 0:
+                axes.set_title(name, fontsize="small")
+    return figure
+
+
 def view_pairs(images: np.ndarray, view1: np.ndarray, view2: np.ndarray) -> Figure:
     """Rows of (image, view 1, view 2): images [N, H, W, C] uint8 or float, views [N, S, S, C].
 
@@ -142,25 +180,7 @@ def view_pairs(images: np.ndarray, view1: np.ndarray, view2: np.ndarray) -> Figu
             f"view_pairs expects images [N, H, W, C] and two views [N, S, S, C]; got "
             f"{images.shape}, {view1.shape}, {view2.shape}."
         )
-    rows = len(images)
-    figure = Figure(figsize=(4.5, 1.5 * rows + 0.4), layout="constrained")
-    FigureCanvasAgg(figure)
-    grid = figure.subplots(rows, 3, squeeze=False)
-    for row in range(rows):
-        for column, (name, picture) in enumerate(
-            (("image", images[row]), ("view 1", view1[row]), ("view 2", view2[row]))
-        ):
-            axes = grid[row, column]
-            picture = picture.astype(np.float32) / (255.0 if picture.dtype == np.uint8 else 1.0)
-            if picture.shape[-1] == 1:
-                axes.imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-            else:
-                axes.imshow(np.clip(picture, 0.0, 1.0))
-            axes.set_xticks([])
-            axes.set_yticks([])
-            if row == 0:
-                axes.set_title(name, fontsize="small")
-    return figure
+    return image_rows({"image": images, "view 1": view1, "view 2": view2})
 
 
 @dataclasses.dataclass(frozen=True)

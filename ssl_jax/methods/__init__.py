@@ -7,7 +7,7 @@ the name of the ``ssl_jax.tasks`` modality it trains on ("image" or "text").
 """
 
 from ssl_jax.core.method import Method
-from ssl_jax.methods import barlow_twins, byol, mlm, moco, simclr, simsiam, vicreg
+from ssl_jax.methods import barlow_twins, byol, mae, mlm, moco, simclr, simsiam, vicreg
 
 METHODS = {
     "simclr": simclr,
@@ -17,6 +17,7 @@ METHODS = {
     "simsiam": simsiam,
     "barlow_twins": barlow_twins,
     "vicreg": vicreg,
+    "mae": mae,
 }
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Method",
     "barlow_twins",
     "byol",
+    "mae",
     "mlm",
     "moco",
     "simclr",

@@ -30,9 +30,16 @@ ENCODERS = {**RESNETS, **VITS}
 def build_encoder(
     model: ml_collections.ConfigDict, bn_axis_name: str | None, dtype: Any
 ) -> nn.Module:
-    """The encoder a config's ``model`` block names (ResNets: width, stem; ViTs: patch size)."""
+    """The encoder a config's ``model`` block names (ResNets: width, stem; ViTs: patch size and
+    any of width, depth, num_heads, mlp_dim that are not None)."""
     if model.name in VITS:
+        shape = {
+            field: model.get(field)
+            for field in ("width", "depth", "num_heads", "mlp_dim")
+            if model.get(field) is not None
+        }
         return VITS[model.name](
+            **shape,
             patch_size=model.get("patch_size", 16),
             freeze_patch_embed=model.get("freeze_patch_embed", False),
             dtype=dtype,

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax import masking
+
 _init = nn.initializers.truncated_normal(0.02)  # BERT's initializer range
 _LAYER_NORM_EPSILON = 1e-12
 
@@ -122,7 +124,7 @@ class Bert(nn.Module):
 
     def mlm_logits(self, hidden: jax.Array, positions: jax.Array) -> jax.Array:
         """Float32 logits [B, P, V] at ``positions`` [B, P] of hidden states [B, L, H]."""
-        gathered = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+        gathered = masking.gather_positions(hidden, positions)
         x = self.mlm_norm(nn.gelu(self.mlm_dense(gathered), approximate=False))
         # The decoder is the word-embedding table itself (weight tying), plus an output bias.
         logits = self.word_embeddings.attend(x)

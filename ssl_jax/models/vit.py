@@ -1,7 +1,8 @@
-"""Vision Transformer encoders (ViT-Tiny/Small/Base) for MoCo v3.
+"""Vision Transformer encoders (ViT-Tiny/Small/Base) for MoCo v3 and MAE.
 
 Fixed 2-D sine-cosine position embeddings and, optionally, a frozen random patch projection, the
-MoCo v3 remedy for training instability.
+MoCo v3 remedy for training instability. Given the indices of visible patches, the encoder runs on
+those alone (MAE): position embeddings are added before the others are dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ssl_jax import masking
 
 
 def sincos_position_embedding(grid_size: int, dim: int) -> np.ndarray:
@@ -63,8 +66,14 @@ class ViT(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Encodes images [B, H, W, C] into features [B, width]."""
+    def __call__(
+        self, x: jax.Array, train: bool = True, visible: jax.Array | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Encodes images [B, H, W, C] into features [B, width].
+
+        ``visible``: optional int [B, K] patch indices (row-major grid order) the encoder sees;
+        the returned ``tokens`` are then [B, 1 + K, width], the [CLS] token first.
+        """
         del train  # no dropout or BatchNorm in the encoder
         side = x.shape[1]
         if side % self.patch_size or x.shape[2] != side:
@@ -82,6 +91,8 @@ class ViT(nn.Module):
         batch, grid = patch.shape[0], patch.shape[1]
         tokens = patch.reshape(batch, grid * grid, self.width)
         tokens = tokens + sincos_position_embedding(grid, self.width).astype(self.dtype)
+        if visible is not None:
+            tokens = masking.gather_positions(tokens, visible)
         cls = self.param("cls", nn.initializers.normal(1e-6), (1, 1, self.width))
         tokens = jnp.concatenate([jnp.tile(cls.astype(self.dtype), (batch, 1, 1)), tokens], axis=1)
         for _ in range(self.depth):

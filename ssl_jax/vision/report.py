@@ -1,4 +1,5 @@
-"""The report's pictures of an image run: kNN accuracy, an embedding map, augmented views."""
+"""The report's pictures of an image run: kNN accuracy, an embedding map, augmented views, and
+for masked-image runs (MAE) reconstructions."""
 
 from __future__ import annotations
 
@@ -83,8 +84,64 @@ def _augmented_views(run: RunReader) -> plots.Figure:
     return figure
 
 
+def reconstruction_columns(originals, visible, masked, predictions, *, patch_size, norm_pix):
+    """(masked input, reconstruction) images from a masked forward pass, as MAE shows them.
+
+    Masked patches are grey in the input. The reconstruction pastes the predictions at the
+    masked patches beside the visible ones; with ``norm_pix`` each prediction is mapped back
+    with its original patch's mean and standard deviation (the loss's own standardisation).
+    """
+    import jax.numpy as jnp
+
+    from ssl_jax import masking
+    from ssl_jax.models.mae import patchify, unpatchify
+
+    channels = originals.shape[-1]
+    patches = np.asarray(patchify(jnp.asarray(originals, jnp.float32) / 255.0, patch_size))
+    rows = np.arange(len(patches))[:, None]
+    masked, predictions = np.asarray(masked), np.asarray(predictions)
+    if norm_pix:
+        truth = np.asarray(masking.gather_positions(jnp.asarray(patches), masked))
+        mean = truth.mean(-1, keepdims=True)
+        std = np.sqrt(truth.var(-1, ddof=1, keepdims=True) + 1e-6)
+        predictions = predictions * std + mean
+    hidden = patches.copy()
+    hidden[rows, masked] = 0.5
+    pasted = patches.copy()
+    pasted[rows, masked] = np.clip(predictions, 0.0, 1.0)
+    del visible
+    return (
+        np.asarray(unpatchify(hidden, patch_size, channels)),
+        np.asarray(unpatchify(pasted, patch_size, channels)),
+    )
+
+
+def _reconstructions(run: RunReader) -> plots.Figure:
+    model = run.pretrained
+    method = model.method
+    if getattr(method, "predict", None) is None or not hasattr(method, "patch_size"):
+        raise Missing(f"only masked-image runs reconstruct pixels; this is {run.config.method}")
+    dataset = model.dataset
+    originals, _ = images.load_split(
+        dataset, dataset.test_split, max_examples=6, data_dir=run.config.data_dir
+    )
+    visible, masked, predictions = jax.jit(method.predict)(
+        model.variables, originals, jax.random.PRNGKey(run.config.seed)
+    )
+    hidden, pasted = reconstruction_columns(
+        originals, visible, masked, predictions,
+        patch_size=method.patch_size, norm_pix=method.norm_pix,
+    )  # fmt: skip
+    figure = plots.image_rows(
+        {"original": originals, "masked input": hidden, "reconstruction": pasted}
+    )
+    figure.suptitle(f"{run.title()}: step {model.step}", fontsize="medium")
+    return figure
+
+
 PLOTS: dict[str, Callable[[RunReader], plots.Figure]] = {
     "knn_accuracy": _knn_accuracy,
     "embeddings": _embeddings,
     "augmented_views": _augmented_views,
+    "reconstructions": _reconstructions,
 }
