@@ -66,6 +66,8 @@ def core() -> ml_collections.ConfigDict:
     config.schedule = "cosine"  # or "linear", "bert_linear" (optim.make_schedule)
     config.warmup_epochs = 10.0
     config.weight_decay = 1e-6
+    # Weight decay from weight_decay to this by a cosine over the run (DINO); None: constant.
+    config.weight_decay_end = ml_collections.FieldReference(None, field_type=float)
     # Decay every parameter but frozen ones (torch's SGD(model.parameters(), weight_decay=...)),
     # instead of kernels and embeddings only (optim.decays).
     config.decay_all_params = False
@@ -227,6 +229,32 @@ def _mae(config: ml_collections.ConfigDict) -> None:
     )
 
 
+def _dino(config: ml_collections.ConfigDict) -> None:
+    # The head (K prototypes after a bottleneck), the teacher's EMA, centering and temperatures
+    # (main_dino.py's defaults), and the local crops of multi-crop.
+    config.dino = ml_collections.ConfigDict(
+        dict(
+            out_dim=65536,
+            hidden_dim=2048,
+            bottleneck_dim=256,
+            num_layers=3,
+            norm_last_layer=True,
+            momentum=0.996,
+            momentum_cosine=True,
+            center_momentum=0.9,
+            student_temp=0.1,
+            warmup_teacher_temp=0.04,
+            teacher_temp=0.04,
+            teacher_temp_warmup_fraction=0.0,
+            freeze_last_layer_fraction=0.01,
+            num_local_crops=8,
+            local_crop_size=96,
+            local_crop_scale=(0.05, 0.4),
+            local_blur_prob=0.5,
+        )
+    )
+
+
 # The fields each image method reads beyond _image_fields, as defaults.
 IMAGE_METHODS = {
     "simclr": _simclr,
@@ -236,6 +264,7 @@ IMAGE_METHODS = {
     "barlow_twins": _barlow_twins,
     "vicreg": _vicreg,
     "mae": _mae,
+    "dino": _dino,
 }
 
 

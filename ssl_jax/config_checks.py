@@ -19,6 +19,7 @@ from ssl_jax.core import optim
 from ssl_jax.core.fields import (
     BOOL,
     FRACTION_OF_ONE,
+    PROBABILITY,
     Rule,
     _is_int,
     integer,
@@ -60,6 +61,7 @@ SHARED: dict[str, Rule] = {
     "warmup_epochs": number(0),
     "warmup_steps": integer(0),
     "weight_decay": number(0),
+    "weight_decay_end": number(0, none="constant"),
     "decay_all_params": BOOL,
     "momentum": FRACTION_OF_ONE,
     "nesterov": BOOL,
@@ -146,6 +148,26 @@ MAE: dict[str, Rule] = {
     "mae.decoder_mlp_dim": integer(1),
 }
 
+DINO: dict[str, Rule] = {
+    "dino.out_dim": integer(1),
+    "dino.hidden_dim": integer(1),
+    "dino.bottleneck_dim": integer(1),
+    "dino.num_layers": integer(1),
+    "dino.norm_last_layer": BOOL,
+    "dino.momentum": FRACTION_OF_ONE,
+    "dino.momentum_cosine": BOOL,
+    "dino.center_momentum": number(0, 1, high_open=True),
+    "dino.student_temp": number(0, low_open=True),
+    "dino.warmup_teacher_temp": number(0, low_open=True),
+    "dino.teacher_temp": number(0, low_open=True),
+    "dino.teacher_temp_warmup_fraction": number(0, 1),
+    "dino.freeze_last_layer_fraction": number(0, 1),
+    "dino.num_local_crops": integer(0),
+    "dino.local_crop_size": integer(1),
+    "dino.local_crop_scale": image_fields.CROP_SCALE,
+    "dino.local_blur_prob": PROBABILITY,
+}
+
 # A method's fields: the later tables refine the earlier ones (model.name).
 TABLES: dict[str, tuple[dict[str, Rule], ...]] = {
     "simclr": (SHARED, IMAGE, SIMCLR),
@@ -156,6 +178,7 @@ TABLES: dict[str, tuple[dict[str, Rule], ...]] = {
     "barlow_twins": (SHARED, IMAGE, BARLOW_TWINS),
     "vicreg": (SHARED, IMAGE, VICREG),
     "mae": (SHARED, IMAGE, MAE),
+    "dino": (SHARED, IMAGE, DINO),
 }
 
 # The sections a method's config must hold (configs.common gives each method its own): without
@@ -168,6 +191,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "barlow_twins": ("augment", "knn", "barlow_twins"),
     "vicreg": ("augment", "knn", "vicreg"),
     "mae": ("augment", "knn", "mae"),
+    "dino": ("augment", "knn", "dino"),
     "mlm": ("text", "mlm"),
 }
 
@@ -275,6 +299,11 @@ def combination_problem(config: ml_collections.ConfigDict) -> str | None:
     if mismatch:
         return mismatch
     total_steps, warmup_steps = config.get("total_steps"), config.get("warmup_steps") or 0
+    if config.get("weight_decay_end") is not None and config.optimizer == "lars":
+        return (
+            f"weight_decay_end={config.weight_decay_end} needs optimizer 'adamw' or 'sgd' (LARS "
+            "takes one weight decay): set weight_decay_end=None or change the optimizer."
+        )
     if total_steps and warmup_steps >= total_steps:
         return (
             f"warmup_steps={warmup_steps} must be fewer than total_steps={total_steps}: the run "

@@ -6,7 +6,7 @@ on the global batch.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,8 @@ __all__ = [
     "auto_chunk_size",
     "barlow_twins_loss",
     "byol_loss",
+    "dino_center",
+    "dino_loss",
     "info_nce",
     "l2_normalize",
     "mae_loss",
@@ -551,3 +553,77 @@ def mae_loss(
         patches = (patches - mean) / jnp.sqrt(var + eps)
     per_patch = jnp.mean(jnp.square(predictions - patches), axis=-1)
     return mean_over_devices(jnp.mean(per_patch), axis_name)
+
+
+def dino_loss(
+    student: Sequence[ArrayLike],
+    teacher: Sequence[ArrayLike],
+    center: ArrayLike,
+    *,
+    student_temp: float = 0.1,
+    teacher_temp: ArrayLike = 0.04,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """DINO's cross-entropy between the centred, sharpened teacher and the student, over pairs.
+
+    For every teacher view ``t`` (the global crops) and every student view ``s != t``:
+    ``mean_n sum_k -softmax((teacher_t - center) / teacher_temp) * log_softmax(student_s /
+    student_temp)``, then the mean over those pairs. The teacher side is under stop_gradient.
+
+    Args:
+      student: V arrays [n, K], the student's outputs for every view, the global ones first.
+      teacher: G arrays [n, K] (G <= V), the teacher's outputs for the global views, in order.
+      center: [K] the running center of the teacher's outputs.
+      student_temp, teacher_temp: the temperatures (the teacher's may be a traced schedule).
+      axis_name: mapped axis over which the batch is split, or None.
+
+    Returns:
+      A float32 scalar, the same on every device.
+
+    >>> import jax.numpy as jnp
+    >>> uniform = [jnp.zeros((2, 4))] * 2
+    >>> round(float(dino_loss(uniform, uniform, jnp.zeros(4))), 4)  # log 4
+    1.3863
+
+    References:
+      Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021
+      (arXiv:2104.14294), algorithm 1; facebookresearch/dino main_dino.py (DINOLoss).
+    """
+    student = [jnp.asarray(x, jnp.float32) for x in student]
+    teacher = [jnp.asarray(x, jnp.float32) for x in teacher]
+    if not teacher or len(teacher) > len(student) or len(student) < 2:
+        raise ValueError(
+            f"dino_loss expects at least 2 student views and 1 to {len(student)} teacher views; "
+            f"got {len(student)} and {len(teacher)}."
+        )
+    center = lax.stop_gradient(jnp.asarray(center, jnp.float32))
+    targets = [
+        lax.stop_gradient(jax.nn.softmax((t - center) / teacher_temp, axis=-1)) for t in teacher
+    ]
+    log_probs = [jax.nn.log_softmax(s / student_temp, axis=-1) for s in student]
+    total, pairs = 0.0, 0
+    for t_index, target in enumerate(targets):
+        for s_index, log_prob in enumerate(log_probs):
+            if s_index != t_index:
+                total = total + jnp.mean(jnp.sum(-target * log_prob, axis=-1))
+                pairs += 1
+    return mean_over_devices(total / pairs, axis_name)
+
+
+def dino_center(
+    teacher: Sequence[ArrayLike],
+    center: ArrayLike,
+    *,
+    momentum: float = 0.9,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """The center's EMA update: ``momentum * center + (1 - momentum) * mean of the teacher's
+    outputs over every global view of the global batch`` (summed over devices).
+
+    >>> import jax.numpy as jnp
+    >>> dino_center([jnp.ones((2, 3)), jnp.zeros((2, 3))], jnp.zeros(3), momentum=0.5).tolist()
+    [0.25, 0.25, 0.25]
+    """
+    teacher = jnp.concatenate([jnp.asarray(t, jnp.float32) for t in teacher], axis=0)
+    batch_mean = _global_sum(teacher, axis_name) / _global_rows(teacher.shape[0], axis_name)
+    return momentum * jnp.asarray(center, jnp.float32) + (1 - momentum) * batch_mean

@@ -161,7 +161,7 @@ def make_optimizer(
     name: str,
     schedule: optax.Schedule,
     *,
-    weight_decay: float,
+    weight_decay: float | optax.Schedule,
     momentum: float = 0.9,
     nesterov: bool = True,
     b2: float = 0.999,
@@ -179,7 +179,7 @@ def make_optimizer(
     Args:
       name: "lars", "sgd" or "adamw".
       schedule: the learning rate of each step.
-      weight_decay: the decay coefficient.
+      weight_decay: the decay coefficient, or a schedule of it (SGD and AdamW only).
       momentum: SGD's and LARS's momentum.
       nesterov: SGD only: Nesterov momentum, or plain heavy-ball momentum (torch's default).
       b2, eps: AdamW's second-moment decay and the epsilon added to ``sqrt(v)``.
@@ -200,6 +200,8 @@ def make_optimizer(
     ([[-1.5, -1.5], [-1.5, -1.5]], [-0.5, -0.5])
     """
     weight_decay_mask = _not_frozen if decay_all_params else decay_mask
+    if callable(weight_decay) and name == "lars":
+        raise ValueError("a weight-decay schedule needs optimizer 'sgd' or 'adamw', not 'lars'.")
     if name == "lars":
         tx = optax.lars(
             schedule,
@@ -231,6 +233,21 @@ def make_optimizer(
     return tx
 
 
+def _cosine_between(start: float, end: float, total_steps: int) -> optax.Schedule:
+    """``end + (start - end)(1 + cos(pi t / T)) / 2``: start at step 0, end at step T.
+
+    >>> schedule = _cosine_between(0.04, 0.4, 10)
+    >>> [round(float(schedule(t)), 4) for t in (0, 5, 10, 20)]
+    [0.04, 0.22, 0.4, 0.4]
+    """
+
+    def schedule(step):
+        progress = jnp.minimum(step / max(total_steps, 1), 1.0)
+        return end + (start - end) * (1.0 + jnp.cos(jnp.pi * progress)) / 2.0
+
+    return schedule
+
+
 def from_config(config: Any, total_steps: int, warmup_steps: int):
     """``(schedule, optimizer)`` as a run config's optimiser fields describe them.
 
@@ -242,11 +259,16 @@ def from_config(config: Any, total_steps: int, warmup_steps: int):
     fixed = tuple(config.get("fixed_lr_modules", ()) or ())
     clip = config.get("clip_global_norm")
 
+    weight_decay = config.weight_decay
+    if config.get("weight_decay_end") is not None:
+        # DINO's cosine from weight_decay at step 0 to weight_decay_end at the last step.
+        weight_decay = _cosine_between(config.weight_decay, config.weight_decay_end, total_steps)
+
     def optimizer(schedule, clip_global_norm):
         return make_optimizer(
             config.optimizer,
             schedule,
-            weight_decay=config.weight_decay,
+            weight_decay=weight_decay,
             momentum=config.momentum,
             nesterov=config.get("nesterov", True),
             b2=config.get("adam_b2", 0.999),

@@ -7,7 +7,7 @@ the name of the ``ssl_jax.tasks`` modality it trains on ("image" or "text").
 """
 
 from ssl_jax.core.method import Method
-from ssl_jax.methods import barlow_twins, byol, mae, mlm, moco, simclr, simsiam, vicreg
+from ssl_jax.methods import barlow_twins, byol, dino, mae, mlm, moco, simclr, simsiam, vicreg
 
 METHODS = {
     "simclr": simclr,
@@ -18,6 +18,7 @@ METHODS = {
     "barlow_twins": barlow_twins,
     "vicreg": vicreg,
     "mae": mae,
+    "dino": dino,
 }
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Method",
     "barlow_twins",
     "byol",
+    "dino",
     "mae",
     "mlm",
     "moco",

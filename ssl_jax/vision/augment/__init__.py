@@ -17,7 +17,12 @@ from ssl_jax.vision.augment.color import (
     to_grayscale,
 )
 from ssl_jax.vision.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
-from ssl_jax.vision.augment.views import augment_kwargs, simclr_augment, simclr_views
+from ssl_jax.vision.augment.views import (
+    augment_kwargs,
+    multi_crop_views,
+    simclr_augment,
+    simclr_views,
+)
 
 __all__ = [
     "adjust_brightness",
@@ -33,6 +38,7 @@ __all__ = [
     "rgb_to_hsv",
     "sample_crop_box",
     "simclr_augment",
+    "multi_crop_views",
     "simclr_views",
     "solarize",
     "to_grayscale",

@@ -225,6 +225,57 @@ def simclr_views(
     return views[:, 0], views[:, 1]
 
 
+def multi_crop_views(
+    rng: ArrayLike,
+    images: ArrayLike,
+    views: Sequence[Mapping[str, Any]],
+    *,
+    example_ids: ArrayLike | None = None,
+) -> list[jax.Array]:
+    """Any number of views per image, each with its own :func:`simclr_augment` keywords.
+
+    Multi-crop (SwAV, DINO): e.g. two global views at the training size and N local ones at a
+    smaller ``out_size`` from smaller ``crop_scale``. View ``v`` of example ``i`` uses
+    ``fold_in(fold_in(rng, example_ids[i]), v)``, the keys of :func:`simclr_views` for views 0
+    and 1, so an example's views do not depend on the sharding. Every view of a group shares
+    its shape, so a step compiles once.
+
+    Args:
+      rng: PRNG key.
+      images: [B, H, W, C] uint8 or float in [0, 1] (crops are cut here, on the device).
+      views: one dict of :func:`simclr_augment` keywords per view (``out_size`` defaults to H).
+      example_ids: [B] integer ids (default ``arange(B)``), unique within a step.
+
+    Returns:
+      One float32 array [B, out_size_v, out_size_v, C] per view.
+
+    >>> images = jax.random.randint(jax.random.key(1), (2, 16, 16, 1), 0, 256).astype(jnp.uint8)
+    >>> small = dict(out_size=8, crop_scale=(0.05, 0.4))
+    >>> out = multi_crop_views(jax.random.key(0), images, [{}, {}, small, small])
+    >>> [v.shape[1] for v in out], bool(jnp.array_equal(out[2], out[3]))
+    ([16, 16, 8, 8], False)
+    >>> first, second = simclr_views(jax.random.key(0), images)
+    >>> bool(jnp.array_equal(out[0], first)), bool(jnp.array_equal(out[1], second))
+    (True, True)
+    """
+    images = jnp.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(
+            f"multi_crop_views expects images [B, H, W, C] (crops cut on the device); got "
+            f"{images.shape}: use a dataset stored at its training size, not host crops."
+        )
+    batch_size = images.shape[0]
+    if example_ids is None:
+        example_ids = jnp.arange(batch_size)
+    example_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.asarray(example_ids))
+    out = []
+    for index, kwargs in enumerate(views):
+        kwargs = {"out_size": images.shape[1], **kwargs}
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, index)
+        out.append(jax.vmap(functools.partial(simclr_augment, **kwargs))(keys, images))
+    return out
+
+
 def augment_kwargs(config: Any, image_size: int) -> dict[str, Any]:
     """``simclr_views``' keywords from a config's ``augment`` fields, at ``image_size``."""
     aug = config.augment
