@@ -72,13 +72,27 @@ def _augmented_views(run: RunReader) -> plots.Figure:
     originals, _ = images.load_split(
         dataset, dataset.train_split, max_examples=6, data_dir=run.config.data_dir
     )
+    rng = jax.random.PRNGKey(run.config.seed)
+    if "dino" in run.config:  # multi-crop: the global views, then the local ones
+        from ssl_jax.methods import dino
+
+        settings = dino.view_settings(run.config, dataset.image_size)
+        views = jax.jit(lambda r, x: augment.multi_crop_views(r, x, settings))(rng, originals)
+        names = ["global 1", "global 2"] + [f"local {i + 1}" for i in range(len(views) - 2)]
+        columns = {
+            "image": originals,
+            **{n: np.asarray(v) for n, v in zip(names, views, strict=True)},
+        }
+        figure = plots.image_rows(columns)
+        figure.suptitle(f"{run.title()} augmentations", fontsize="medium")
+        return figure
     # Jitted: run op by op, the vmapped pipeline dispatches hundreds of small programs.
     views = jax.jit(
         functools.partial(
             augment.simclr_views, **augment.augment_kwargs(run.config, dataset.image_size)
         )
     )
-    view1, view2 = views(jax.random.PRNGKey(run.config.seed), originals)
+    view1, view2 = views(rng, originals)
     figure = plots.view_pairs(originals, np.asarray(view1), np.asarray(view2))
     figure.suptitle(f"{run.title()} augmentations", fontsize="medium")
     return figure
