@@ -8,8 +8,8 @@ last layer frozen for the first epoch, center momentum 0.9, temperatures 0.1 (st
 (teacher), 2 global crops of 40-100% at 224 px and 8 local ones of 5-40% at 96 px, blur 1.0 /
 0.1 / 0.5, solarize 0.2 on the second global view. Differs from the reference: gradients clipped
 to global norm 3.0 (main_dino.py clips each parameter's norm to 3.0), no stochastic depth, the
-rate decays to 0 (not 1e-6), and the local crops are cut on the device from images already at
-224 px (``cache_dataset``-style device crops), not from the full-resolution JPEG.
+rate decays to 0 (not 1e-6), and the local crops are cut on the device from the host's two
+global crops (areas 5-40% of a global crop), not from the full image.
 ``:runlocal`` shrinks it to a smoke run.
 """
 

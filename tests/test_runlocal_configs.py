@@ -22,6 +22,7 @@ from ssl_jax import config_checks, train
 from ssl_jax.core import optim, parallel
 from ssl_jax.core.probe import OnlineProbe
 from ssl_jax.methods import METHODS
+from ssl_jax.vision import data as image_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Size, channels and classes of the datasets the configs name, as tfds describes them.
@@ -50,7 +51,11 @@ def abstract_batch(config, mesh):
     else:
         size, channels, classes = DATASETS[config.dataset]
         size = config.get("image_size") or size
-        shapes = {"image": ((n, size, size, channels), np.uint8), "label": ((n,), np.int32)}
+        # Datasets resized on the host arrive as two crops per image ([n, 2, S, S, C]).
+        crops = (
+            (2,) if image_data.describe(config.dataset, config.get("image_size")).host_crops else ()
+        )
+        shapes = {"image": ((n, *crops, size, size, channels), np.uint8), "label": ((n,), np.int32)}
     rows = NamedSharding(mesh, P(parallel.DATA_AXIS))
     batch = {k: jax.ShapeDtypeStruct(s, d, sharding=rows) for k, (s, d) in shapes.items()}
     sample = {k: np.zeros((2, *s[1:]), d) for k, (s, d) in shapes.items()}
@@ -67,7 +72,7 @@ def test_runlocal_config_traces_a_train_step_on_eight_devices(name):
     batch, sample, classes = abstract_batch(config, mesh)
     total_steps = config.total_steps or 4
     kwargs = {"vocab": test_mlm.VOCAB} if module.MODALITY == "text" else {}
-    image_size = sample["image"].shape[1] if "image" in sample else None
+    image_size = sample["image"].shape[-3] if "image" in sample else None
     method = module.make(config, image_size, parallel.DATA_AXIS, total_steps=total_steps, **kwargs)
     _, tx = optim.from_config(config, total_steps, warmup_steps=1)
     probe = None

@@ -240,9 +240,14 @@ def multi_crop_views(
     and 1, so an example's views do not depend on the sharding. Every view of a group shares
     its shape, so a step compiles once.
 
+    With host crops, ``images`` [B, G, H, W, C] (``images.train_batches`` of a resized
+    dataset cuts G = 2 crops from the full image), view ``v < G`` is crop ``v`` with every op
+    but the crop, and each later view is cut on the device from crop ``v mod G`` at its own
+    ``crop_scale``, so local crops' areas are fractions of a global crop, not of the original.
+
     Args:
       rng: PRNG key.
-      images: [B, H, W, C] uint8 or float in [0, 1] (crops are cut here, on the device).
+      images: [B, H, W, C] uint8 or float in [0, 1], or host crops [B, G, H, W, C].
       views: one dict of :func:`simclr_augment` keywords per view (``out_size`` defaults to H).
       example_ids: [B] integer ids (default ``arange(B)``), unique within a step.
 
@@ -259,20 +264,25 @@ def multi_crop_views(
     (True, True)
     """
     images = jnp.asarray(images)
-    if images.ndim != 4:
+    if images.ndim not in (4, 5):
         raise ValueError(
-            f"multi_crop_views expects images [B, H, W, C] (crops cut on the device); got "
-            f"{images.shape}: use a dataset stored at its training size, not host crops."
+            f"multi_crop_views expects images [B, H, W, C] or host crops [B, G, H, W, C]; got "
+            f"{images.shape}."
         )
+    crops = [images[:, g] for g in range(images.shape[1])] if images.ndim == 5 else None
     batch_size = images.shape[0]
     if example_ids is None:
         example_ids = jnp.arange(batch_size)
     example_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.asarray(example_ids))
     out = []
     for index, kwargs in enumerate(views):
-        kwargs = {"out_size": images.shape[1], **kwargs}
+        source = images
+        if crops is not None:
+            source = crops[index % len(crops)]
+            kwargs = {**kwargs, "crop": index >= len(crops)}
+        kwargs = {"out_size": source.shape[1], **kwargs}
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, index)
-        out.append(jax.vmap(functools.partial(simclr_augment, **kwargs))(keys, images))
+        out.append(jax.vmap(functools.partial(simclr_augment, **kwargs))(keys, source))
     return out
 
 
