@@ -184,16 +184,26 @@ def test_step_restored_from_a_checkpoint_is_bitwise_identical(dino_run):
     assert_bitwise_equal(resumed, states[2])
 
 
-def test_steps_on_eight_devices_equal_one_device():
-    """SGD: AdamW would turn float noise in exactly-zero gradients into full steps."""
+@pytest.mark.parametrize("encoder", ["vit_tiny", "resnet10"])
+def test_steps_on_eight_devices_equal_one_device(encoder):
+    """SGD: AdamW would turn float noise in exactly-zero gradients into full steps. The ResNet
+    has BatchNorm over the global batch in student and teacher (their statistics in extra)."""
     config = _config()
+    if encoder == "resnet10":
+        config.model.name, config.model.width_multiplier, config.model.stem = (
+            "resnet10",
+            0.0625,
+            "small",
+        )
     config.optimizer, config.learning_rate, config.weight_decay = "sgd", 0.5, 0.0
     config.weight_decay_end = None
     sharded, sharded_metrics, _ = _steps(config, DEVICES, 2)
     single, single_metrics, _ = _steps(config, 1, 2)
+    if encoder == "resnet10":
+        assert jax.tree.leaves(single[-1].extra["teacher_batch_stats"])
     for got, want in zip(sharded_metrics, single_metrics, strict=True):
         np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5)
-    for field in ("params", "extra"):
+    for field in ("params", "batch_stats", "extra"):
         for (path, got), want in zip(
             jax.tree_util.tree_leaves_with_path(getattr(sharded[-1], field)),
             jax.tree.leaves(getattr(single[-1], field)), strict=True,
