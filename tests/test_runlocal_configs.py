@@ -23,6 +23,7 @@ from ssl_jax.core import optim, parallel
 from ssl_jax.core.probe import OnlineProbe
 from ssl_jax.methods import METHODS
 from ssl_jax.vision import data as image_data
+from ssl_jax.vision import task as image_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Size, channels and classes of the datasets the configs name, as tfds describes them.
@@ -52,13 +53,14 @@ def abstract_batch(config, mesh):
         size, channels, classes = DATASETS[config.dataset]
         size = config.get("image_size") or size
         # Datasets resized on the host arrive as two crops per image ([n, 2, S, S, C]).
-        crops = (
-            (2,) if image_data.describe(config.dataset, config.get("image_size")).host_crops else ()
-        )
+        dataset = image_data.describe(config.dataset, config.get("image_size"))
+        crops = (2,) if dataset.host_crops else ()
         shapes = {"image": ((n, *crops, size, size, channels), np.uint8), "label": ((n,), np.int32)}
     rows = NamedSharding(mesh, P(parallel.DATA_AXIS))
     batch = {k: jax.ShapeDtypeStruct(s, d, sharding=rows) for k, (s, d) in shapes.items()}
     sample = {k: np.zeros((2, *s[1:]), d) for k, (s, d) in shapes.items()}
+    if "image" in shapes:  # the trainer initialises from Task.sample_batch: one view an image
+        sample["image"] = image_task.sample_batch(config, dataset, 2)["image"]
     return batch, sample, classes
 
 
@@ -72,7 +74,7 @@ def test_runlocal_config_traces_a_train_step_on_eight_devices(name):
     batch, sample, classes = abstract_batch(config, mesh)
     total_steps = config.total_steps or 4
     kwargs = {"vocab": test_mlm.VOCAB} if module.MODALITY == "text" else {}
-    image_size = sample["image"].shape[-3] if "image" in sample else None
+    image_size = sample["image"].shape[1] if "image" in sample else None
     method = module.make(config, image_size, parallel.DATA_AXIS, total_steps=total_steps, **kwargs)
     _, tx = optim.from_config(config, total_steps, warmup_steps=1)
     probe = None

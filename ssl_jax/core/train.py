@@ -234,10 +234,6 @@ def create_state(
         probe_state = {}
         if probe is not None:
             inputs = sample_batch[method.input_key]
-            if inputs.ndim == 5:
-                # [B, V, H, W, C]: V views per example cut on the host; ``encode`` takes one
-                # view, and the probe reads the first view's features.
-                inputs = inputs[:, 0]
             features = jax.eval_shape(method.encode, variables, inputs)
             probe_state = probe.init(features.shape[-1])
         return TrainState(

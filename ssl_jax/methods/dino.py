@@ -174,8 +174,6 @@ def _after_update(state, *, momentum_fn):
 
 def init(rng, sample_batch, *, model: DinoModel) -> dict[str, Any]:
     images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
-    if images.ndim == 5:  # two host crops per image
-        images = images[:, 0]
     variables = model.init(rng, images, train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     extra = {

@@ -101,8 +101,6 @@ def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs, mask_ratio
 
 def init(rng, sample_batch, *, model: MaskedAutoencoder, mask_ratio: float) -> dict[str, Any]:
     images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
-    if images.ndim == 5:
-        images = images[:, 0]
     visible, masked = masks_for(
         rng, images.shape[0], jnp.arange(images.shape[0]), image_size=images.shape[1],
         patch_size=model.encoder.patch_size, ratio=mask_ratio,

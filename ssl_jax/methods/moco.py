@@ -182,8 +182,6 @@ def _after_update(state, *, momentum_fn):
 def _init(rng, sample_batch, *, model, queue_size: int, version: int):
     init_rng, queue_rng = jax.random.split(rng)
     images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
-    if images.ndim == 5:  # two host crops per image: the networks take one view
-        images = images[:, 0]
     variables = model.init(init_rng, images, train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     extra = {"key_params": params, "key_batch_stats": batch_stats}

@@ -101,8 +101,6 @@ def probe_features(features: jax.Array) -> jax.Array:
 def init(rng, sample_batch, *, model: SiameseModel, with_target: bool = False) -> dict[str, Any]:
     """Parameters and BN statistics; with a target, an EMA copy of both in ``extra``."""
     images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
-    if images.ndim == 5:  # two host crops per image: the network takes one view
-        images = images[:, 0]
     variables = model.init(rng, images, train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     extra = {"target_params": params, "target_batch_stats": batch_stats} if with_target else {}

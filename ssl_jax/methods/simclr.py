@@ -64,8 +64,6 @@ REDUCTIONS = {"sum_over_views": 2.0, "mean": 1.0}
 
 def _init(rng: jax.Array, sample_batch: dict[str, Any], *, model: SimCLRModel) -> dict[str, Any]:
     images = jnp.asarray(sample_batch["image"], jnp.float32) / 255.0
-    if images.ndim == 5:  # two host crops per image: the network takes one view
-        images = images[:, 0]
     variables = model.init(rng, images, train=False)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
