@@ -364,6 +364,21 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.Con
     return config
 
 
+def shrink_vit_for_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``shrink_for_runlocal`` for a ViT method: a 32-wide 2-block ViT-Tiny, and MAE's decoder
+    or DINO's head at the same scale. The patch size and image size stay the config's."""
+    shrink_for_runlocal(config)
+    config.model.name = "vit_tiny"
+    config.model.width, config.model.depth, config.model.mlp_dim = 32, 2, 64
+    config.model.num_heads = 2
+    if "mae" in config:
+        config.mae.decoder_width, config.mae.decoder_depth = 32, 1
+        config.mae.decoder_heads, config.mae.decoder_mlp_dim = 2, 64
+    if "dino" in config:
+        config.dino.out_dim, config.dino.hidden_dim, config.dino.bottleneck_dim = 64, 32, 16
+    return config
+
+
 def text_base() -> ml_collections.ConfigDict:
     """Masked-language modelling: the core fields, BERT, WordPiece text, BERT's AdamW and schedule.
 

@@ -34,10 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.teacher_temp_warmup_fraction = 0.3
     d.num_local_crops, d.local_crop_size = 4, 12
     if args.runlocal:
-        common.shrink_for_runlocal(config)
-        config.model.name = "vit_tiny"
-        config.model.width, config.model.depth, config.model.mlp_dim = 32, 2, 64
-        config.model.num_heads = 2
-        d.out_dim, d.hidden_dim, d.bottleneck_dim = 64, 32, 16
+        common.shrink_vit_for_runlocal(config)
         d.num_local_crops, d.local_crop_size = 2, 12
     return config

@@ -40,12 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dino.num_local_crops = 8
     config.dino.local_crop_size = 96
     if args.runlocal:
-        common.shrink_for_runlocal(config)
+        common.shrink_vit_for_runlocal(config)
         config.image_size = 32
-        config.model.name = "vit_tiny"
         config.model.patch_size = 8
-        config.model.width, config.model.depth, config.model.mlp_dim = 32, 2, 64
-        config.model.num_heads = 2
-        config.dino.out_dim, config.dino.hidden_dim, config.dino.bottleneck_dim = 64, 32, 16
         config.dino.num_local_crops, config.dino.local_crop_size = 2, 16
     return config

@@ -45,12 +45,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augment.grayscale_prob = 0.0
     config.augment.blur_prob = 0.0
     if args.runlocal:
-        common.shrink_for_runlocal(config)
-        config.model.name = "vit_tiny"
-        config.model.width, config.model.depth, config.model.mlp_dim = 32, 2, 64
-        config.model.num_heads = 2
-        config.mae.decoder_width = 32
-        config.mae.decoder_depth = 1
-        config.mae.decoder_heads = 2
-        config.mae.decoder_mlp_dim = 64
+        common.shrink_vit_for_runlocal(config)
     return config

@@ -37,12 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augment.blur_prob = 0.0
     config.augment.flip = True
     if args.runlocal:
-        common.shrink_for_runlocal(config)
+        common.shrink_vit_for_runlocal(config)
         config.image_size = 32
-        config.model.name = "vit_tiny"
         config.model.patch_size = 8
-        config.model.width, config.model.depth, config.model.mlp_dim = 32, 2, 64
-        config.model.num_heads = 2
-        config.mae.decoder_width, config.mae.decoder_depth = 32, 1
-        config.mae.decoder_heads, config.mae.decoder_mlp_dim = 2, 64
     return config

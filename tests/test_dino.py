@@ -8,11 +8,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from resume import assert_bitwise_equal
 from test_loss_gradients import _assert_close
-from test_noncontrastive import DEVICES, make_step
+from test_noncontrastive import DEVICES, run_steps
 
 from configs import dino_fashion_mnist
 from ssl_jax import config_checks, losses
-from ssl_jax.core import checkpoint, optim, parallel
+from ssl_jax.core import optim, parallel
 from ssl_jax.methods.dino import teacher_temperature
 from ssl_jax.methods.moco import momentum_at
 
@@ -123,27 +123,9 @@ def _config():
     return config
 
 
-def _steps(config, devices, count, checkpoint_dir=None):
-    step_fn, state, batch = make_step(config, jax.devices()[:devices], IMAGES, total_steps=4)
-    states, metrics, resumed = [jax.device_get(state)], [], None
-    for step in range(count):
-        if checkpoint_dir and step == 1:
-            abstract = checkpoint.abstract_like(state)
-            saver = checkpoint.Checkpointer(checkpoint_dir)
-            saver.save(1, state)
-            saver.close()
-        state, step_metrics = step_fn(state, batch)
-        states.append(jax.device_get(state))
-        metrics.append(jax.device_get(step_metrics))
-    if checkpoint_dir:
-        restored = checkpoint.Checkpointer(checkpoint_dir).restore(abstract, 1)
-        resumed = jax.device_get(step_fn(restored, batch)[0])
-    return states, metrics, resumed
-
-
 @pytest.fixture(scope="module")
 def dino_run(tmp_path_factory):
-    return _steps(_config(), 1, 3, str(tmp_path_factory.mktemp("dino")))
+    return run_steps(_config(), 1, IMAGES, 3, checkpoint_dir=str(tmp_path_factory.mktemp("dino")))
 
 
 def _direction(state):
@@ -197,8 +179,8 @@ def test_steps_on_eight_devices_equal_one_device(encoder):
         )
     config.optimizer, config.learning_rate, config.weight_decay = "sgd", 0.5, 0.0
     config.weight_decay_end = None
-    sharded, sharded_metrics, _ = _steps(config, DEVICES, 2)
-    single, single_metrics, _ = _steps(config, 1, 2)
+    sharded, sharded_metrics, _ = run_steps(config, DEVICES, IMAGES, 2)
+    single, single_metrics, _ = run_steps(config, 1, IMAGES, 2)
     if encoder == "resnet10":
         assert jax.tree.leaves(single[-1].extra["teacher_batch_stats"])
     for got, want in zip(sharded_metrics, single_metrics, strict=True):

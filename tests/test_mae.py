@@ -11,11 +11,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from resume import assert_bitwise_equal
 from test_loss_gradients import _assert_close
-from test_noncontrastive import DEVICES, _numeric_grad, make_step
+from test_noncontrastive import DEVICES, _numeric_grad, make_step, run_steps
 
 from configs import mae_fashion_mnist
 from ssl_jax import config_checks, losses, masking
-from ssl_jax.core import checkpoint, parallel
+from ssl_jax.core import parallel
 from ssl_jax.methods import METHODS
 from ssl_jax.models.mae import patchify, unpatchify
 
@@ -152,31 +152,11 @@ def test_encode_reads_the_whole_image(tiny):
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 1), dtype=np.uint8)
 
 
-def _two_steps(config, devices, checkpoint_dir=None):
-    """States and metrics of two steps; with ``checkpoint_dir``, step 2 again from a checkpoint
-    of step 1."""
-    step_fn, state, batch = make_step(config, jax.devices()[:devices], IMAGES)
-    states, metrics, resumed = [jax.device_get(state)], [], None
-    for step in range(2):
-        if checkpoint_dir and step == 1:
-            abstract = checkpoint.abstract_like(state)
-            saver = checkpoint.Checkpointer(checkpoint_dir)
-            saver.save(1, state)
-            saver.close()
-        state, step_metrics = step_fn(state, batch)
-        states.append(jax.device_get(state))
-        metrics.append(jax.device_get(step_metrics))
-    if checkpoint_dir:
-        restored = checkpoint.Checkpointer(checkpoint_dir).restore(abstract, 1)
-        resumed = jax.device_get(step_fn(restored, batch)[0])
-    return states, metrics, resumed
-
-
 def test_step_restored_from_a_checkpoint_is_bitwise_identical(tmp_path):
     """The masks come from the restored step and key, AdamW's moments from the checkpoint: the
     same patches, the same update."""
     config = mae_fashion_mnist.get_config("runlocal")
-    states, _, resumed = _two_steps(config, 1, str(tmp_path))
+    states, _, resumed = run_steps(config, 1, IMAGES, 2, checkpoint_dir=str(tmp_path))
     assert_bitwise_equal(resumed, states[2])
 
 
@@ -185,8 +165,8 @@ def test_steps_on_eight_devices_equal_one_device():
     noise that Adam's normalisation turns into full steps, differently on 1 and 8 devices."""
     config = mae_fashion_mnist.get_config("runlocal")
     config.optimizer, config.learning_rate, config.weight_decay = "sgd", 0.5, 0.0
-    sharded, sharded_metrics, _ = _two_steps(config, DEVICES)
-    single, single_metrics, _ = _two_steps(config, 1)
+    sharded, sharded_metrics, _ = run_steps(config, DEVICES, IMAGES, 2)
+    single, single_metrics, _ = run_steps(config, 1, IMAGES, 2)
     for got, want in zip(sharded_metrics, single_metrics, strict=True):
         np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5)
     for (path, got), want in zip(
@@ -268,7 +248,7 @@ def test_the_reconstruction_plot_maps_perfect_predictions_back_to_the_image():
         truth.var(-1, ddof=1, keepdims=True) + 1e-6
     )
     hidden, pasted = reconstruction_columns(
-        originals, visible, masked, standardised, patch_size=4, norm_pix=True
+        originals, masked, standardised, patch_size=4, norm_pix=True
     )
     np.testing.assert_allclose(pasted, originals / 255.0, atol=1e-5)
     grey = np.asarray(patchify(hidden, 4))[np.arange(3)[:, None], np.asarray(masked)]

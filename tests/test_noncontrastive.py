@@ -163,6 +163,27 @@ def make_step(config, devices, images, total_steps=4):
     return train.make_train_step(method, tx, mesh), state, batch
 
 
+def run_steps(config, devices, images, count, *, total_steps=4, checkpoint_dir=None):
+    """``count`` steps from init: (host states, step 0 first; metrics; resumed). With
+    ``checkpoint_dir`` step 1's state is saved there and ``resumed`` is step 2 taken again from
+    the restored checkpoint."""
+    step_fn, state, batch = make_step(config, jax.devices()[:devices], images, total_steps)
+    states, metrics, resumed = [jax.device_get(state)], [], None
+    for step in range(count):
+        if checkpoint_dir and step == 1:
+            abstract = checkpoint.abstract_like(state)
+            saver = checkpoint.Checkpointer(checkpoint_dir)
+            saver.save(1, state)
+            saver.close()
+        state, step_metrics = step_fn(state, batch)
+        states.append(jax.device_get(state))
+        metrics.append(jax.device_get(step_metrics))
+    if checkpoint_dir:
+        restored = checkpoint.Checkpointer(checkpoint_dir).restore(abstract, 1)
+        resumed = jax.device_get(step_fn(restored, batch)[0])
+    return states, metrics, resumed
+
+
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 1), dtype=np.uint8)
 
 

@@ -98,7 +98,7 @@ def _augmented_views(run: RunReader) -> plots.Figure:
     return figure
 
 
-def reconstruction_columns(originals, visible, masked, predictions, *, patch_size, norm_pix):
+def reconstruction_columns(originals, masked, predictions, *, patch_size, norm_pix):
     """(masked input, reconstruction) images from a masked forward pass, as MAE shows them.
 
     Masked patches are grey in the input. The reconstruction pastes the predictions at the
@@ -123,7 +123,6 @@ def reconstruction_columns(originals, visible, masked, predictions, *, patch_siz
     hidden[rows, masked] = 0.5
     pasted = patches.copy()
     pasted[rows, masked] = np.clip(predictions, 0.0, 1.0)
-    del visible
     return (
         np.asarray(unpatchify(hidden, patch_size, channels)),
         np.asarray(unpatchify(pasted, patch_size, channels)),
@@ -139,11 +138,11 @@ def _reconstructions(run: RunReader) -> plots.Figure:
     originals, _ = images.load_split(
         dataset, dataset.test_split, max_examples=6, data_dir=run.config.data_dir
     )
-    visible, masked, predictions = jax.jit(method.predict)(
+    _, masked, predictions = jax.jit(method.predict)(
         model.variables, originals, jax.random.PRNGKey(run.config.seed)
     )
     hidden, pasted = reconstruction_columns(
-        originals, visible, masked, predictions,
+        originals, masked, predictions,
         patch_size=method.patch_size, norm_pix=method.norm_pix,
     )  # fmt: skip
     figure = plots.image_rows(
