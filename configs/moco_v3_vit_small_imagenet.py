@@ -42,8 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.augment.blur_prob = 1.0
     config.augment.second_view = ml_collections.ConfigDict(dict(blur_prob=0.1, solarize_prob=0.2))
     if args.runlocal:
-        common.shrink_for_runlocal(config)
+        common.shrink_vit_for_runlocal(config)
         config.image_size = 32
-        config.model.name = "vit_tiny"
         config.model.patch_size = 8
     return config
