@@ -2,8 +2,8 @@
 and traces a whole train step on 8 devices: init, loss, collectives, replication types, the
 optimiser and the online probe, as the config sets them, abstractly (no compile, no data).
 
-Seven of these configs (CIFAR-10, the ImageNet ResNet-50 and ViT recipes, the Wikipedia BERTs)
-are trained by no other test; this holds their wiring without their datasets.
+This holds each config at its own dtype (bfloat16 in the ImageNet recipes) without its dataset;
+``test_runlocal_training`` trains the configs no other test trains, on stand-in data.
 """
 
 import glob

@@ -33,6 +33,14 @@ def point_clients_at_emulator() -> None:
 
 point_clients_at_emulator()
 
+import fsspec  # noqa: E402
+
+# Workdirs are written by other processes (the other hosts, a run a notebook watches): a listing
+# cached by gcsfs would hide their new checkpoints from this one, e.g. a step's "default" item
+# from Orbax's restore. Workdir listings are few; arrays go through tensorstore.
+for _protocol in ("gs", "gcs"):
+    fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
+
 from etils import epath  # noqa: E402 - after the variables it reads
 
 Path = epath.Path
@@ -58,8 +66,6 @@ def absolute(location: Any) -> str:
 
 
 def _filesystem(location: str):
-    import fsspec  # noqa: PLC0415 - only object stores need it
-
     return fsspec.filesystem(location.split("://", 1)[0])
 
 

@@ -106,14 +106,17 @@ def extract_feature_stream(
         features.append(np.asarray(multihost_utils.process_allgather(output, tiled=True)))
         valid.append(mask)
         labels.append(row_labels)
-    valid_all = _gather_rows(np.concatenate(valid), num_batches, local_batch)
-    labels_all = _gather_rows(np.concatenate(labels), num_batches, local_batch)
-    features_all = np.concatenate(features).reshape(-1, features[0].shape[-1])
+    valid_all = _gather_rows(np.concatenate(valid))
+    labels_all = _gather_rows(np.concatenate(labels))
+    # Each gathered batch is [processes x local_batch] rows; process-major order makes the rows
+    # of processes that read consecutive slices of a split come in the split's own order, so
+    # what is fitted or voted on them does not depend on the process count.
+    width = features[0].shape[-1]
+    features_all = np.stack(features).reshape(num_batches, -1, local_batch, width)
+    features_all = features_all.transpose(1, 0, 2, 3).reshape(-1, width)
     return features_all[valid_all], labels_all[valid_all]
 
 
-def _gather_rows(local: np.ndarray, num_batches: int, local_batch: int) -> np.ndarray:
-    """Host values in the order the gathered features come in: batch-major, then process."""
-    gathered = np.asarray(multihost_utils.process_allgather(local))  # [processes, num_batches * b]
-    gathered = gathered.reshape(-1, num_batches, local_batch).transpose(1, 0, 2)
-    return gathered.reshape(-1)
+def _gather_rows(local: np.ndarray) -> np.ndarray:
+    """Every process's host values [num_batches * local_batch], process-major."""
+    return np.asarray(multihost_utils.process_allgather(local)).reshape(-1)
