@@ -121,11 +121,12 @@ def parse_flags(argv: list[str]) -> list[str]:
         # ml_collections nests the field's repr in its message, a "Did you mean" hint after it.
         message = str(error)
         name = re.search(r"[A-Za-z_]\w*", message)
+        field = name.group() if name else message
         hint = re.search(r'Did you mean "([^"]+)"', message)
         overrides = [arg.split("=")[0] for arg in argv if arg.startswith("--config.")]
         sys.exit(
             f"error: an override ({', '.join(overrides)}) names a field the config does not hold "
-            f"({name.group() if name else message!r}"
+            f"({field!r}"
             + (f"; did you mean {hint.group(1)!r}?" if hint else "")
             + "); a config holds only the fields its method and modality read: "
             "remove it, or start from a config of the method that reads it."

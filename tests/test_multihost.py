@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -77,12 +76,6 @@ checkpoint.Checkpointer.save = save
 """
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
 def tiny_config(total_steps):
     config = simclr_fashion_mnist.get_config("runlocal")
     for name, value in OVERRIDES.items():
@@ -100,7 +93,7 @@ def launch(
     ``counts[i]`` is the ``--num_processes`` the i-th process is given, ``process_ids[i]`` (by
     default i) its ``--process_id``.
     """
-    port = free_port()
+    port = runs_lib.free_port()
     xla_flags = [
         f for f in os.environ.get("XLA_FLAGS", "").split()
         if not f.startswith("--xla_force_host_platform_device_count")
@@ -128,13 +121,6 @@ def launch(
         results.append((child.returncode, log.read()))
         log.close()
     return results
-
-
-def train_flags(total_steps):
-    return [f"--config.{name}={value}" for name, value in OVERRIDES.items()] + [
-        f"--config.total_steps={total_steps}",
-        "--initialization_timeout=120",
-    ]
 
 
 def params_dumps(dumps, step):

@@ -19,6 +19,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from multihost_runs import free_port
 from test_data import needs_fashion_mnist
 from test_multihost import (
     HOOK,
@@ -50,12 +51,6 @@ from ssl_jax.evaluation import monitor as _monitor
 _monitor.KnnMonitor.baselines = lambda self: {}
 _monitor.KnnMonitor.__call__ = lambda self, method, state: {}
 """
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(root):
