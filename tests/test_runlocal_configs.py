@@ -3,7 +3,7 @@ and traces a whole train step on 8 devices: init, loss, collectives, replication
 optimiser and the online probe, as the config sets them, abstractly (no compile, no data).
 
 This holds each config at its own dtype (bfloat16 in the ImageNet recipes) without its dataset;
-``test_runlocal_training`` trains the configs no other test trains, on stand-in data.
+``test_runlocal_training_*`` trains the configs no other test trains, on stand-in data.
 """
 
 import glob
