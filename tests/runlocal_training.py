@@ -64,11 +64,15 @@ def assert_trained(results, saved, initial):
     assert max(jax.tree.leaves(moved)) > 0, "the parameters never changed"
 
 
-def image_config_trains(name, folder, workdir):
-    config = importlib.import_module(f"configs.{name}").get_config("runlocal")
-    config.dataset = folder
-    config.dtype = "float32"
+def assert_trains_two_steps(config, workdir):
     # Two steps: the first can be warm-up at learning rate 0, the second cannot.
     results, saved = train_steps(config, workdir, steps=2)
     initial = checkpoint.Checkpointer(str(workdir), create=False).restore_arrays(1)
     assert_trained(results, saved, initial)
+
+
+def image_config_trains(name, folder, workdir):
+    config = importlib.import_module(f"configs.{name}").get_config("runlocal")
+    config.dataset = folder
+    config.dtype = "float32"
+    assert_trains_two_steps(config, workdir)

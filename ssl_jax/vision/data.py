@@ -355,7 +355,7 @@ def _resize_view(crop: tf.Tensor, size: int) -> tf.Tensor:
     nothing aliases), and one that shrinks along one axis only is box-filtered along that axis,
     then resized bilinearly along the other (both filters are separable; each pass leaves the
     other axis as it is). Against the antialiased resize of every crop: mean absolute difference
-    about 0.5 of 255 (see tests/test_host_crops.py).
+    about 0.7 of 255 (see tests/test_host_crops.py).
     """
     shape = tf.shape(crop)[:2]
     height, width = shape[0], shape[1]
@@ -536,8 +536,8 @@ class _TrainBatches:
                     ordered.enumerate()
                     .map(
                         lambda i, pair, s=crop_seed: self._crops(*pair, tf.stack([s, 2 * i])),
-                        # One call per pool thread: autotuning the host crops' parallelism cost
-                        # ~15% more CPU per image (benchmarks/input_pipeline.py).
+                        # One call per pool thread: autotuning the host crops' parallelism
+                        # spent more CPU per image (benchmarks/input_pipeline.py measures it).
                         num_parallel_calls=_host_threads(),
                     )
                     .ignore_errors(log_warning=False)
