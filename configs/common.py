@@ -162,6 +162,15 @@ def _simclr(config: ml_collections.ConfigDict) -> None:
     # "sum_over_views" is the reference code's loss_a + loss_b (twice the mean over the 2N
     # anchors); "mean" is that mean.
     config.nt_xent_reduction = "sum_over_views"
+    _multi_crop(config)
+
+
+def _multi_crop(config: ml_collections.ConfigDict) -> None:
+    # Local views beside the two global ones (SwAV's multi-crop: 6 of 96 px from 5-14% of the
+    # image); 0 keeps the papers' two views.
+    config.multi_crop = ml_collections.ConfigDict(
+        dict(num_local_crops=0, local_crop_size=96, local_crop_scale=(0.05, 0.14))
+    )
 
 
 def _predictor(config: ml_collections.ConfigDict) -> None:
@@ -195,6 +204,7 @@ def _byol(config: ml_collections.ConfigDict) -> None:
     _predictor(config)
     # The target network: EMA momentum, rising to 1 by a cosine over the run.
     config.byol = ml_collections.ConfigDict(dict(momentum=0.996, momentum_cosine=True))
+    _multi_crop(config)
 
 
 def _simsiam(config: ml_collections.ConfigDict) -> None:

@@ -91,11 +91,18 @@ IMAGE: dict[str, Rule] = image_fields.IMAGE
 TEXT: dict[str, Rule] = text_fields.TEXT
 
 
+# Local views beside the two global ones (SimCLR, BYOL).
+_MULTI_CROP: dict[str, Rule] = {
+    "multi_crop.num_local_crops": integer(0),
+    "multi_crop.local_crop_size": integer(1),
+    "multi_crop.local_crop_scale": image_fields.CROP_SCALE,
+}
 SIMCLR: dict[str, Rule] = {
     "temperature": number(0, low_open=True),
     "nt_xent_reduction": one_of(REDUCTIONS),
     "loss_chunk_size": integer(0, none="chosen by size"),
     "grad_cache_chunk_size": integer(0, none="off"),
+    **_MULTI_CROP,
 }
 
 MOCO: dict[str, Rule] = {
@@ -124,6 +131,7 @@ BYOL: dict[str, Rule] = {
     **_PREDICTOR,
     "byol.momentum": FRACTION_OF_ONE,
     "byol.momentum_cosine": BOOL,
+    **_MULTI_CROP,
 }
 SIMSIAM: dict[str, Rule] = {**_PROJECTOR, **_PREDICTOR}
 BARLOW_TWINS: dict[str, Rule] = {

@@ -29,6 +29,7 @@ __all__ = [
     "mae_loss",
     "mean_over_devices",
     "mlm_loss",
+    "multi_crop_nt_xent",
     "nt_xent",
     "simsiam_loss",
     "vicreg_loss",
@@ -144,6 +145,85 @@ def nt_xent(
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     loss = -jnp.mean(jnp.take_along_axis(log_probs, positive_index[:, None], axis=1))
     return mean_over_devices(loss, axis_name)
+
+
+def multi_crop_nt_xent(
+    views: Sequence[ArrayLike],
+    *,
+    temperature: float = 0.5,
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+    """NT-Xent over V >= 2 views of each image (multi-crop SimCLR).
+
+    Each of the V x N embeddings is an anchor. Its positives are the other V - 1 views of its
+    image, its negatives every view of every other image, and its term is
+    ``-log(sum_pos exp(s / t) / sum_(all but itself) exp(s / t))`` for cosine similarities
+    ``s``: the positives share one numerator, as in solo-learn's multi-crop SimCLR. The loss is
+    the mean over all V x N anchors; with V = 2 it is :func:`nt_xent`.
+
+    Args:
+      views: V arrays [n, d], the embeddings of one view each (global or local crops alike),
+        row i of every array from the same image on this device.
+      temperature: softmax temperature, > 0.
+      axis_name: mapped axis over which the batch is split. Every view is gathered from all
+        devices, each device scores its own V x n anchors against the V x N global candidates,
+        and the per-device means are averaged, so value and gradient equal the one-device loss
+        on the global batch.
+
+    Returns:
+      A float32 scalar, the same on every device.
+
+    Raises:
+      ValueError: for fewer than two views, views of different shapes or not rank 2, or
+        ``temperature`` <= 0.
+
+    >>> import jax.numpy as jnp
+    >>> z1 = jnp.arange(12.0).reshape(4, 3)
+    >>> z2 = jnp.cos(z1)
+    >>> bool(jnp.allclose(multi_crop_nt_xent([z1, z2]), nt_xent(z1, z2)))
+    True
+    >>> z = jnp.eye(4)
+    >>> float(multi_crop_nt_xent([z, z, z], temperature=0.1)) < 1e-3  # views agree
+    True
+
+    References:
+      Chen et al., arXiv:2002.05709, eq. 1; multi-crop: Caron et al., "Unsupervised Learning of
+      Visual Features by Contrasting Cluster Assignments" (SwAV), NeurIPS 2020.
+    """
+    views = [jnp.asarray(v) for v in views]
+    if len(views) < 2:
+        raise ValueError(f"multi_crop_nt_xent needs at least 2 views; got {len(views)}.")
+    shapes = {v.shape for v in views}
+    if len(shapes) != 1 or views[0].ndim != 2:
+        raise ValueError(
+            f"multi_crop_nt_xent expects views of one shape [n, d]; got {[v.shape for v in views]}."
+        )
+    if not temperature > 0:
+        raise ValueError(f"multi_crop_nt_xent temperature must be > 0; got {temperature}.")
+
+    num_views, n = len(views), views[0].shape[0]
+    local = l2_normalize(jnp.stack(views).astype(jnp.float32))  # [V, n, d]
+    if axis_name is None:
+        gathered, offset = local, 0
+    else:
+        gathered = lax.all_gather(local, axis_name, axis=1, tiled=True)  # [V, N, d]
+        offset = lax.axis_index(axis_name) * n
+    global_n = gathered.shape[1]
+    anchors = local.reshape(num_views * n, -1)
+    candidates = gathered.reshape(num_views * global_n, -1)
+
+    anchor_view = jnp.repeat(jnp.arange(num_views), n)
+    anchor_image = jnp.tile(jnp.arange(n), num_views) + offset
+    column_view = jnp.repeat(jnp.arange(num_views), global_n)
+    column_image = jnp.tile(jnp.arange(global_n), num_views)
+    same_image = anchor_image[:, None] == column_image[None, :]
+    itself = same_image & (anchor_view[:, None] == column_view[None, :])
+
+    logits = anchors @ candidates.T / temperature  # [V n, V N]
+    logits = jnp.where(itself, blockwise.MASK_VALUE, logits)
+    positives = jnp.where(same_image & ~itself, logits, blockwise.MASK_VALUE)
+    per_anchor = jax.nn.logsumexp(logits, axis=-1) - jax.nn.logsumexp(positives, axis=-1)
+    return mean_over_devices(jnp.mean(per_anchor), axis_name)
 
 
 def info_nce(

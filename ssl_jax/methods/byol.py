@@ -14,6 +14,7 @@ from ssl_jax import losses
 from ssl_jax.core.method import LossAux
 from ssl_jax.methods import siamese
 from ssl_jax.methods.moco import ema_update, momentum_at
+from ssl_jax.vision import augment
 
 MODALITY = "image"
 
@@ -21,25 +22,29 @@ with epy.lazy_imports():
     import ml_collections
 
 
-def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs):
-    view1, view2 = siamese.two_views(rng, batch["image"], axis_name, aug_kwargs)
-    (online1, online2), batch_stats = siamese.apply_per_view(
-        model, params, state.batch_stats, (view1, view2)
-    )
+def _loss(params, state, batch, rng, axis_name, *, model, aug_kwargs, view_settings=None):
+    if view_settings is None:
+        views = siamese.two_views(rng, batch["image"], axis_name, aug_kwargs)
+    else:  # multi-crop: every view through the online network, the global ones through the target
+        views = siamese.multi_crop_views(rng, batch["image"], axis_name, view_settings)
+    online, batch_stats = siamese.apply_per_view(model, params, state.batch_stats, views)
     extra = state.extra
-    (target1, target2), target_batch_stats = siamese.apply_per_view(
-        model, extra["target_params"], extra["target_batch_stats"], (view1, view2), predict=False
+    target, target_batch_stats = siamese.apply_per_view(
+        model, extra["target_params"], extra["target_batch_stats"], views[:2], predict=False
     )
-    z1, z2 = lax.stop_gradient(target1[1]), lax.stop_gradient(target2[1])
-    # byol_experiment.py: the two directions added, then the mean over the batch.
-    loss = losses.byol_loss(online1[2], z2, axis_name=axis_name) + losses.byol_loss(
-        online2[2], z1, axis_name=axis_name
+    # byol_experiment.py: the two directions added, each the mean over the batch; with local
+    # views, every view's prediction against each global target but its own (solo-learn).
+    loss = sum(
+        losses.byol_loss(online[v][2], lax.stop_gradient(target[t][1]), axis_name=axis_name)
+        for t in range(2)
+        for v in range(len(views))
+        if v != t
     )
     mutated = {
         "batch_stats": batch_stats,
         "extra": dict(extra, target_batch_stats=target_batch_stats),
     }
-    return loss, LossAux(mutated, {"loss": loss}, siamese.probe_features(online1[0]))
+    return loss, LossAux(mutated, {"loss": loss}, siamese.probe_features(online[0][0]))
 
 
 def _after_update(state, *, momentum_fn):
@@ -61,7 +66,8 @@ def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int 
     """BYOL's functions (model, head, predictor, byol, augment fields).
 
     The target's momentum rises from ``byol.momentum`` to 1 by a cosine over ``total_steps``
-    (``byol.momentum_cosine``), or stays fixed.
+    (``byol.momentum_cosine``), or stays fixed. ``multi_crop.num_local_crops`` > 0 adds local
+    views, which only the online network sees.
     """
     momentum_fn = functools.partial(
         momentum_at, base=config.byol.momentum, total_steps=total_steps,
@@ -70,4 +76,5 @@ def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int 
     return siamese.make_method(
         config, image_size, bn_axis_name, loss=_loss, with_predictor=True, with_target=True,
         after_update=functools.partial(_after_update, momentum_fn=momentum_fn),
+        view_settings=augment.multi_crop_settings(config, image_size),
     )  # fmt: skip

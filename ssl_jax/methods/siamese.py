@@ -78,6 +78,14 @@ def two_views(rng, images, axis_name: Hashable | None, aug_kwargs: dict[str, Any
     return augment.simclr_views(rng, images, example_ids=first + jnp.arange(n), **aug_kwargs)
 
 
+def multi_crop_views(rng, images, axis_name: Hashable | None, settings: list[dict[str, Any]]):
+    """``augment.multi_crop_views`` keyed by global example ids; views 0 and 1 are
+    ``two_views``'."""
+    n = images.shape[0]
+    first = 0 if axis_name is None else lax.axis_index(axis_name) * n
+    return augment.multi_crop_views(rng, images, settings, example_ids=first + jnp.arange(n))
+
+
 def apply_per_view(model, params, batch_stats, views, *, predict: bool = True):
     """``model`` on each view in turn; the running statistics take each view's update in turn.
 

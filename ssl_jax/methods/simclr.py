@@ -82,10 +82,16 @@ def _loss(
     loss_chunk_size: int | None = None,
     grad_cache_chunk_size: int | None = None,
     chunk_model: SimCLRModel | None = None,
+    view_settings: list[dict[str, Any]] | None = None,
 ) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
     images = batch["image"]
     local_batch = images.shape[0]
     first = 0 if axis_name is None else lax.axis_index(axis_name) * local_batch
+    if view_settings is not None:
+        return _multi_crop_loss(
+            params, state, images, rng, axis_name, model=model, temperature=temperature,
+            views=view_settings, loss_scale=loss_scale, first=first,
+        )  # fmt: skip
     # Global example indices key the augmentations, so results do not depend on the sharding.
     view1, view2 = augment.simclr_views(
         rng, images, example_ids=first + jnp.arange(local_batch), **aug_kwargs
@@ -117,6 +123,35 @@ def _loss(
         z1, z2, temperature=temperature, axis_name=axis_name, chunk_size=loss_chunk_size or None
     )
     probe_features = lax.stop_gradient(features[:local_batch].astype(jnp.float32))
+    return loss, LossAux({"batch_stats": batch_stats}, {"loss": loss}, probe_features)
+
+
+def multi_crop_forward(model, params, batch_stats, views, num_global: int = 2):
+    """Every view through ``model``: one pass over the global views, one over the local ones,
+    so each pass has one image size and BatchNorm normalises each size on its own; returns
+    (outputs per view, new batch_stats)."""
+    outputs = []
+    for group in filter(None, (views[:num_global], views[num_global:])):
+        out, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            jnp.concatenate(group),
+            train=True,
+            mutable=["batch_stats"],
+        )
+        batch_stats = updates["batch_stats"]
+        outputs += list(zip(*(jnp.split(o, len(group)) for o in out), strict=True))
+    return outputs, batch_stats
+
+
+def _multi_crop_loss(params, state, images, rng, axis_name, *, model, temperature, views,
+                     loss_scale, first):  # fmt: skip
+    n = images.shape[0]
+    crops = augment.multi_crop_views(rng, images, views, example_ids=first + jnp.arange(n))
+    outputs, batch_stats = multi_crop_forward(model, params, state.batch_stats, crops)
+    loss = loss_scale * losses.multi_crop_nt_xent(
+        [projection for _, projection in outputs], temperature=temperature, axis_name=axis_name
+    )
+    probe_features = lax.stop_gradient(outputs[0][0].astype(jnp.float32))
     return loss, LossAux({"batch_stats": batch_stats}, {"loss": loss}, probe_features)
 
 
@@ -192,12 +227,24 @@ def validate(
         ):
             raise ValueError(f"{field}={value!r} must be None, 0 (off) or a positive integer.")
     grad_cache_chunk_size = config.get("grad_cache_chunk_size", None)
+    if _num_local_crops(config):
+        for field in ("loss_chunk_size", "grad_cache_chunk_size"):
+            if config.get(field, None):
+                raise ValueError(
+                    f"{field}={config.get(field)} works with two views only: set it to None "
+                    f"or set multi_crop.num_local_crops=0."
+                )
     per_device = global_batch_size // max(device_count, 1)
     if grad_cache_chunk_size and per_device % grad_cache_chunk_size:
         raise ValueError(
             f"grad_cache_chunk_size={grad_cache_chunk_size} must divide the per-device batch "
             f"of {per_device} (batch_size={global_batch_size} over {device_count} devices)."
         )
+
+
+def _num_local_crops(config: ml_collections.ConfigDict) -> int:
+    crops = config.get("multi_crop", None)  # absent: older configs
+    return crops.num_local_crops if crops is not None else 0
 
 
 def make(
@@ -209,7 +256,9 @@ def make(
 ) -> Method:
     """SimCLR's functions for ``config`` (model, head, augment and temperature fields).
 
-    Two optional fields trade compute for memory: ``loss_chunk_size`` (None:
+    ``multi_crop.num_local_crops`` > 0 adds that many local views per image (multi-crop,
+    ``augment.multi_crop_settings``), contrasted by ``losses.multi_crop_nt_xent``. Two optional
+    fields trade compute for memory, with two views only: ``loss_chunk_size`` (None:
     ``losses.auto_chunk_size`` decides; 0: never chunk; k: k anchors per block of
     ``losses.nt_xent``; the same loss and gradient) and ``grad_cache_chunk_size`` (None or 0:
     off; k: the encoder runs on k views at a time, see ``gradcache``; exact gradients of the
@@ -239,6 +288,7 @@ def make(
             grad_cache_chunk_size=grad_cache_chunk_size,
             # Chunks are normalised on their own: their BatchNorm must not average over devices.
             chunk_model=build_model(config, None) if grad_cache_chunk_size else None,
+            view_settings=augment.multi_crop_settings(config, image_size),
         ),
         encode=functools.partial(_encode, model=model),
     )

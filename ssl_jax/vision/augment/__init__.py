@@ -19,6 +19,7 @@ from ssl_jax.vision.augment.color import (
 from ssl_jax.vision.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
 from ssl_jax.vision.augment.views import (
     augment_kwargs,
+    multi_crop_settings,
     multi_crop_views,
     simclr_augment,
     simclr_views,
@@ -38,6 +39,7 @@ __all__ = [
     "rgb_to_hsv",
     "sample_crop_box",
     "simclr_augment",
+    "multi_crop_settings",
     "multi_crop_views",
     "simclr_views",
     "solarize",

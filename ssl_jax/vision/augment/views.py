@@ -301,3 +301,18 @@ def augment_kwargs(config: Any, image_size: int) -> dict[str, Any]:
         # Fields that differ for the second view (BYOL / MoCo v3's asymmetric blur, solarize).
         second_view=dict(aug.get("second_view", None) or {}),
     )
+
+
+def multi_crop_settings(config: Any, image_size: int) -> list[dict[str, Any]] | None:
+    """Every view's :func:`simclr_augment` keywords under a config's ``multi_crop`` fields: the
+    two global views of :func:`augment_kwargs` (the second with ``augment.second_view``), then
+    ``multi_crop.num_local_crops`` local ones at ``multi_crop.local_crop_size`` from
+    ``multi_crop.local_crop_scale``. None without local crops (or without the fields)."""
+    crops = config.get("multi_crop", None)
+    if crops is None or not crops.num_local_crops:
+        return None
+    first = augment_kwargs(config, image_size)
+    second_view = first.pop("second_view")
+    second = {**first, **second_view}
+    local = dict(first, out_size=crops.local_crop_size, crop_scale=tuple(crops.local_crop_scale))
+    return [first, second] + [local] * crops.num_local_crops
