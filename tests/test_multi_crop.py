@@ -3,14 +3,16 @@ gradients, 1 and 8 devices), the views' settings, and SimCLR and BYOL steps with
 8 devices equal to one device."""
 
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from test_data import needs_fashion_mnist
 from test_losses import numeric_grad, numpy_nt_xent
-from test_noncontrastive import DEVICES, IMAGES, run_steps, tiny_config
+from test_noncontrastive import DEVICES, IMAGES, make_step, run_steps, tiny_config
 
 from ssl_jax import config_checks, losses
 from ssl_jax.core import parallel
@@ -125,12 +127,19 @@ def test_multi_crop_with_loss_chunks_or_grad_caching_is_refused_in_one_line():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "byol"])
 def test_multi_crop_steps_on_eight_devices_equal_one_device(method):
-    """SGD, one step: BatchNorm over the global batch per view size, the loss's gather across
-    devices, BYOL's target on the global views only."""
+    """SGD, one step (and one compile for three): BatchNorm over the global batch per view
+    size, the loss's gather across devices, BYOL's target on the global views only."""
     config = _multi_crop_config(method)
     config.optimizer, config.learning_rate, config.weight_decay = "sgd", 0.5, 0.0
     sharded, sharded_metrics, _ = run_steps(config, DEVICES, IMAGES, 1)
-    single, single_metrics, _ = run_steps(config, 1, IMAGES, 1)
+    step_fn, state, batch = make_step(config, jax.devices()[:1], IMAGES)
+    single, single_metrics = [jax.device_get(state)], []
+    for _ in range(3):  # each step draws new crops of the same shapes: one compile
+        state, metrics = step_fn(state, batch)
+        single.append(jax.device_get(state))
+        single_metrics.append(jax.device_get(metrics))
+    assert step_fn._cache_size() == 1
+    single, single_metrics = single[:2], single_metrics[:1]
     two_views = _multi_crop_config(method, num_local_crops=0)
     two_views.optimizer, two_views.learning_rate, two_views.weight_decay = "sgd", 0.5, 0.0
     _, two_view_metrics, _ = run_steps(two_views, 1, IMAGES, 1)
@@ -148,3 +157,17 @@ def test_multi_crop_steps_on_eight_devices_equal_one_device(method):
             np.testing.assert_allclose(
                 got, want, rtol=1e-4, atol=1e-4, err_msg=field + jax.tree_util.keystr(path)
             )
+
+
+@needs_fashion_mnist
+def test_augmented_views_plot_shows_the_local_crops():
+    from ssl_jax.vision import report
+
+    config = _multi_crop_config("simclr")
+    run = types.SimpleNamespace(config=config, title=lambda: "simclr")
+    figure = report._augmented_views(run)
+    titles = [axes.get_title() for axes in figure.axes[:5]]
+    assert titles == ["image", "global 1", "global 2", "local 1", "local 2"]
+    config.multi_crop.num_local_crops = 0  # two views: the pairs plot, without local columns
+    titles = {axes.get_title() for axes in report._augmented_views(run).axes}
+    assert not any(title.startswith("local") for title in titles)

@@ -73,10 +73,12 @@ def _augmented_views(run: RunReader) -> plots.Figure:
         dataset, dataset.train_split, max_examples=6, data_dir=run.config.data_dir
     )
     rng = jax.random.PRNGKey(run.config.seed)
-    if "dino" in run.config:  # multi-crop: the global views, then the local ones
+    settings = augment.multi_crop_settings(run.config, dataset.image_size)
+    if "dino" in run.config:
         from ssl_jax.methods import dino
 
         settings = dino.view_settings(run.config, dataset.image_size)
+    if settings is not None:  # multi-crop: the global views, then the local ones
         views = jax.jit(lambda r, x: augment.multi_crop_views(r, x, settings))(rng, originals)
         names = ["global 1", "global 2"] + [f"local {i + 1}" for i in range(len(views) - 2)]
         columns = {
