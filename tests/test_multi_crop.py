@@ -16,7 +16,7 @@ from test_noncontrastive import DEVICES, IMAGES, make_step, run_steps, tiny_conf
 
 from ssl_jax import config_checks, losses
 from ssl_jax.core import parallel
-from ssl_jax.methods import simclr
+from ssl_jax.methods import byol, simclr
 from ssl_jax.vision import augment
 
 
@@ -114,7 +114,7 @@ def test_view_settings_are_two_global_views_then_the_local_ones():
     assert augment.multi_crop_settings(config, 12) is None
 
 
-def test_multi_crop_with_loss_chunks_or_grad_caching_is_refused_in_one_line():
+def test_settings_multi_crop_cannot_train_with_are_refused_in_one_line():
     config = _multi_crop_config("simclr")
     config.grad_cache_chunk_size = 2
     with pytest.raises(ValueError, match="grad_cache_chunk_size=2 works with two views only"):
@@ -122,6 +122,10 @@ def test_multi_crop_with_loss_chunks_or_grad_caching_is_refused_in_one_line():
     config = _multi_crop_config("simclr")
     config.multi_crop.local_crop_scale = (0.4, 1.5)
     assert "multi_crop.local_crop_scale" in config_checks.field_problem(config)
+    config = _multi_crop_config("byol")  # local crops of 6 px, patches of 4
+    config.model.name, config.model.patch_size = "vit_tiny", 4
+    with pytest.raises(ValueError, match="multi_crop.local_crop_size=6 must divide by model"):
+        byol.validate(config, 16)
 
 
 @pytest.mark.slow

@@ -60,6 +60,7 @@ def validate(
 ) -> None:
     """Raises ValueError for settings BYOL cannot train with (field ranges: config_checks)."""
     del global_batch_size, device_count  # BN needs nothing BYOL's fields do not give
+    augment.check_multi_crop(config)
 
 
 def make(config, image_size: int, bn_axis_name: str | None, *, total_steps: int | None = None):

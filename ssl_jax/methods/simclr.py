@@ -227,6 +227,7 @@ def validate(
         ):
             raise ValueError(f"{field}={value!r} must be None, 0 (off) or a positive integer.")
     grad_cache_chunk_size = config.get("grad_cache_chunk_size", None)
+    augment.check_multi_crop(config)
     if _num_local_crops(config):
         for field in ("loss_chunk_size", "grad_cache_chunk_size"):
             if config.get(field, None):

@@ -19,6 +19,7 @@ from ssl_jax.vision.augment.color import (
 from ssl_jax.vision.augment.crop import crop_and_resize, random_resized_crop, sample_crop_box
 from ssl_jax.vision.augment.views import (
     augment_kwargs,
+    check_multi_crop,
     multi_crop_settings,
     multi_crop_views,
     simclr_augment,
@@ -31,6 +32,7 @@ __all__ = [
     "adjust_hue",
     "adjust_saturation",
     "augment_kwargs",
+    "check_multi_crop",
     "color_jitter",
     "crop_and_resize",
     "gaussian_blur",

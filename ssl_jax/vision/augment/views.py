@@ -316,3 +316,16 @@ def multi_crop_settings(config: Any, image_size: int) -> list[dict[str, Any]] | 
     second = {**first, **second_view}
     local = dict(first, out_size=crops.local_crop_size, crop_scale=tuple(crops.local_crop_scale))
     return [first, second] + [local] * crops.num_local_crops
+
+
+def check_multi_crop(config: Any) -> None:
+    """Raises ValueError, naming the field, for local crops a ViT cannot cut into patches."""
+    crops = config.get("multi_crop", None)
+    if crops is None or not crops.num_local_crops or not config.model.name.startswith("vit"):
+        return
+    if crops.local_crop_size % config.model.patch_size:
+        raise ValueError(
+            f"multi_crop.local_crop_size={crops.local_crop_size} must divide by "
+            f"model.patch_size={config.model.patch_size} (the ViT cuts local crops into whole "
+            "patches)."
+        )
