@@ -98,3 +98,15 @@ def assert_bitwise_equal(got, want):
     leaves = jax.tree_util.tree_leaves_with_path(want)
     for (path, expected), actual in zip(leaves, jax.tree.leaves(got), strict=True):
         np.testing.assert_array_equal(actual, expected, err_msg=jax.tree_util.keystr(path))
+
+
+def assert_states_close(got, want, *, rtol, atol):
+    """Parameters, BN statistics and ``extra`` of two train states equal within tolerances."""
+    for field in ("params", "batch_stats", "extra"):
+        for (path, actual), expected in zip(
+            jax.tree_util.tree_leaves_with_path(getattr(got, field)),
+            jax.tree.leaves(getattr(want, field)), strict=True,
+        ):  # fmt: skip
+            np.testing.assert_allclose(
+                actual, expected, rtol=rtol, atol=atol, err_msg=field + jax.tree_util.keystr(path)
+            )

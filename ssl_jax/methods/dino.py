@@ -113,8 +113,10 @@ def _apply(model, variables, images, train: bool = True):
     return outputs, updates.get("batch_stats", variables["batch_stats"])
 
 
-def _forward(model, params, batch_stats, views, num_global: int):
-    """Features and logits per view: one pass over the global views, one over the local ones."""
+def forward_by_size(model, params, batch_stats, views, num_global: int):
+    """Features and outputs per view (multi-crop): one pass over the global views, one over the
+    local ones, so each pass has one image size and BatchNorm normalises each size on its own;
+    returns (features, outputs, new batch_stats)."""
     groups = [views[:num_global], views[num_global:]]
     features, logits = [], []
     for group in filter(None, groups):
@@ -141,9 +143,11 @@ def _loss(params, state, batch, rng, axis_name, *, model, views, settings):
     first = 0 if axis_name is None else lax.axis_index(axis_name) * n
     crops = augment.multi_crop_views(rng, images, views, example_ids=first + jnp.arange(n))
     student_params = _freeze_last_layer(params, state.step < settings["freeze_steps"])
-    features, student, batch_stats = _forward(model, student_params, state.batch_stats, crops, 2)
+    features, student, batch_stats = forward_by_size(
+        model, student_params, state.batch_stats, crops, 2
+    )
     extra = state.extra
-    _, teacher, teacher_batch_stats = _forward(
+    _, teacher, teacher_batch_stats = forward_by_size(
         model, extra["teacher_params"], extra["teacher_batch_stats"], crops[:2], 2
     )
     teacher = [lax.stop_gradient(t) for t in teacher]

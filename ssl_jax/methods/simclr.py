@@ -18,6 +18,7 @@ from jax import lax
 
 from ssl_jax import gradcache, losses
 from ssl_jax.core.method import LossAux, Method
+from ssl_jax.methods import dino
 from ssl_jax.models import ProjectionHead, build_encoder
 from ssl_jax.vision import augment
 from ssl_jax.vision.augment import augment_kwargs
@@ -126,32 +127,17 @@ def _loss(
     return loss, LossAux({"batch_stats": batch_stats}, {"loss": loss}, probe_features)
 
 
-def multi_crop_forward(model, params, batch_stats, views, num_global: int = 2):
-    """Every view through ``model``: one pass over the global views, one over the local ones,
-    so each pass has one image size and BatchNorm normalises each size on its own; returns
-    (outputs per view, new batch_stats)."""
-    outputs = []
-    for group in filter(None, (views[:num_global], views[num_global:])):
-        out, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats},
-            jnp.concatenate(group),
-            train=True,
-            mutable=["batch_stats"],
-        )
-        batch_stats = updates["batch_stats"]
-        outputs += list(zip(*(jnp.split(o, len(group)) for o in out), strict=True))
-    return outputs, batch_stats
-
-
 def _multi_crop_loss(params, state, images, rng, axis_name, *, model, temperature, views,
                      loss_scale, first):  # fmt: skip
     n = images.shape[0]
     crops = augment.multi_crop_views(rng, images, views, example_ids=first + jnp.arange(n))
-    outputs, batch_stats = multi_crop_forward(model, params, state.batch_stats, crops)
-    loss = loss_scale * losses.multi_crop_nt_xent(
-        [projection for _, projection in outputs], temperature=temperature, axis_name=axis_name
+    features, projections, batch_stats = dino.forward_by_size(
+        model, params, state.batch_stats, crops, 2
     )
-    probe_features = lax.stop_gradient(outputs[0][0].astype(jnp.float32))
+    loss = loss_scale * losses.multi_crop_nt_xent(
+        projections, temperature=temperature, axis_name=axis_name
+    )
+    probe_features = lax.stop_gradient(features[0].astype(jnp.float32))
     return loss, LossAux({"batch_stats": batch_stats}, {"loss": loss}, probe_features)
 
 
